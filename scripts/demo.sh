@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# make demo: start the control plane (if it is not running), deploy the demo tenant and
+# agent, and show status and the hardening report. `scripts/demo.sh stop` stops the server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AC=.venv/bin/agentcell
+STATE="${AGENTCELL_STATE_DIR:-$HOME/.local/share/agentcell}"
+URL="${AGENTCELL_URL:-http://127.0.0.1:7878}"
+PIDFILE="$STATE/serve.pid"
+LOG="$STATE/serve.log"
+mkdir -p "$STATE"
+
+answers() { curl -fsS -m 2 "$URL/v1/healthz" >/dev/null 2>&1; }
+
+if [ "${1:-}" = "stop" ]; then
+  if [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; then
+    echo "demo: stopped agentcell serve (pid $(cat "$PIDFILE")); cells keep running and are re-adopted at the next start"
+    rm -f "$PIDFILE"
+  else
+    echo "demo: no agentcell serve started by make demo is running"
+  fi
+  exit 0
+fi
+
+if answers; then
+  echo "== demo: the control plane already answers at $URL — using it =="
+else
+  echo "== demo: starting the control plane (agentcell serve), log in $LOG =="
+  nohup "$AC" serve --state-dir "$STATE" >>"$LOG" 2>&1 &
+  echo $! >"$PIDFILE"
+  for _ in $(seq 1 150); do
+    answers && break
+    if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+      echo "demo: agentcell serve exited; its log:" >&2; tail -n 20 "$LOG" >&2; exit 1
+    fi
+    sleep 0.1
+  done
+  answers || { echo "demo: agentcell serve did not answer within 15s; log:" >&2; tail -n 20 "$LOG" >&2; exit 1; }
+  echo "demo: agentcell serve is up (pid $(cat "$PIDFILE"))"
+fi
+
+export AGENTCELL_STATE_DIR="$STATE"
+echo "== demo: agentcell deploy -f examples/demo.yaml =="
+"$AC" deploy -f examples/demo.yaml
+echo "== demo: agentcell ps =="
+"$AC" ps
+echo "== demo: agentcell status acme/researcher =="
+"$AC" status acme/researcher
+echo "== demo: agentcell verify acme/researcher =="
+"$AC" verify acme/researcher
+echo
+echo "demo: done. Try: $AC logs acme/researcher -f | $AC exec acme/researcher -- id | make stop"

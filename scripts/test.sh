@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs lint and the test suite. Usage: scripts/test.sh [all|lint|unit|integration]
+# pytest's "no tests ran" (exit 5) is a failure here, never a silent pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+V=.venv/bin
+what="${1:-all}"
+
+lint() {
+  echo "== lint: ruff, mypy --strict, import-linter =="
+  $V/ruff check src tests bench
+  $V/ruff format --check src tests bench
+  $V/mypy
+  $V/lint-imports
+}
+
+run_pytest() {
+  local rc=0
+  $V/pytest "$@" || rc=$?
+  if [ "$rc" -eq 5 ]; then
+    echo "test: pytest ran no tests for '$*' — that is a failure" >&2
+    return 1
+  fi
+  return "$rc"
+}
+
+case "$what" in
+  lint) lint ;;
+  unit) echo "== unit tests =="; run_pytest -m "not integration" -q ;;
+  integration) echo "== integration tests (real Docker Engine) =="; run_pytest -m integration -q ;;
+  all)
+    lint
+    echo "== unit tests =="
+    run_pytest -m "not integration" -q
+    echo "== integration tests (real Docker Engine) =="
+    run_pytest -m integration -q
+    ;;
+  *) echo "usage: $0 [all|lint|unit|integration]" >&2; exit 2 ;;
+esac

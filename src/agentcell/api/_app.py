@@ -1,0 +1,203 @@
+"""The REST API (``/v1``): thin handlers that parse input, call the control plane, render JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from agentcell import __version__
+from agentcell.control import AuditRecord, ControlPlane, check_token
+from agentcell.errors import (
+    AgentcellError,
+    ConflictError,
+    NotFoundError,
+    RuntimeDriverError,
+    SpecError,
+    StoreError,
+)
+from agentcell.spec import json_schema
+
+__all__ = ["create_app"]
+
+
+class ApplyRequest(BaseModel):
+    yaml: str = Field(description="spec text: one or more YAML documents")
+    source: str = Field(default="<api>", description="file name used in error messages")
+
+
+class ExecRequest(BaseModel):
+    command: list[str] = Field(min_length=1)
+
+
+def auth(request: Request) -> str:
+    """The caller's identity, or 401 (and an audit record) without a valid token."""
+    plane: ControlPlane = request.app.state.plane
+    refused = check_token(request.headers.get("authorization"), plane.token)
+    if refused is not None:
+        client = request.client.host if request.client else "?"
+        plane.store.audit(
+            AuditRecord(
+                "",
+                "",
+                f"client {client}",
+                "auth",
+                "deny",
+                refused,
+                {"method": request.method, "path": request.url.path},
+            )
+        )
+        raise HTTPException(
+            401,
+            detail={
+                "error": "unauthorized",
+                "reason": refused,
+                "hint": "send 'Authorization: Bearer <token>'; the admin token is in the "
+                "state directory",
+            },
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return "admin"
+
+
+Actor = Annotated[str, Depends(auth)]
+
+
+def create_app(plane: ControlPlane) -> FastAPI:
+    app = FastAPI(
+        title="agentcell",
+        version=__version__,
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+        redoc_url=None,
+    )
+
+    app.state.plane = plane
+
+    @app.exception_handler(AgentcellError)
+    def _errors(_: Request, exc: AgentcellError) -> JSONResponse:
+        if isinstance(exc, SpecError):
+            return JSONResponse(
+                status_code=422,
+                content={
+                    "error": "invalid spec",
+                    "reason": str(exc),
+                    "issues": [i.__dict__ for i in exc.issues],
+                },
+            )
+        status = {
+            NotFoundError: 404,
+            ConflictError: 409,
+            RuntimeDriverError: 502,
+            StoreError: 503,
+        }.get(type(exc), 500)
+        for cls, code in (
+            (NotFoundError, 404),
+            (ConflictError, 409),
+            (RuntimeDriverError, 502),
+            (StoreError, 503),
+        ):
+            if isinstance(exc, cls):
+                status = code
+        return JSONResponse(
+            status_code=status, content={"error": type(exc).__name__, "reason": str(exc)}
+        )
+
+    @app.get("/v1/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/schema")
+    def schema() -> dict[str, Any]:
+        return json_schema()
+
+    @app.post("/v1/apply")
+    def apply(body: ApplyRequest, actor: Actor) -> dict[str, Any]:
+        result = plane.apply(body.yaml, body.source, actor)
+        return {"tenants": result.tenants, "cells": result.cells}
+
+    @app.get("/v1/tenants")
+    def tenants(_: Actor) -> list[dict[str, Any]]:
+        return [t.model_dump(mode="json", by_alias=True) for t in plane.store.tenants()]
+
+    @app.delete("/v1/tenants/{tenant}", status_code=204)
+    def delete_tenant(tenant: str, actor: Actor) -> None:
+        plane.remove_tenant(tenant, actor)
+
+    @app.get("/v1/cells")
+    def cells(_: Actor, tenant: str | None = None) -> list[dict[str, Any]]:
+        return plane.cells(tenant)
+
+    @app.get("/v1/cells/{tenant}/{name}")
+    def cell(tenant: str, name: str, _: Actor) -> dict[str, Any]:
+        return plane.cell((tenant, name))
+
+    @app.get("/v1/cells/{tenant}/{name}/wait")
+    def wait(
+        tenant: str,
+        name: str,
+        _: Actor,
+        after: Annotated[int, Query(ge=0)] = 0,
+        timeout: Annotated[float, Query(gt=0, le=60)] = 30,
+    ) -> dict[str, Any]:
+        """Long poll: returns when the cell's status version passes ``after``, or at timeout."""
+        st = plane.wait((tenant, name), after, timeout)
+        gone = plane.store.cell((tenant, name)) is None
+        return {**st.__dict__, "restarts": len(st.restarts), "gone": gone}
+
+    @app.delete("/v1/cells/{tenant}/{name}", status_code=202)
+    def delete_cell(
+        tenant: str, name: str, actor: Actor, keep_workspace: bool = False
+    ) -> dict[str, str]:
+        plane.remove((tenant, name), keep_workspace=keep_workspace, actor=actor)
+        return {"status": "removing"}
+
+    @app.get("/v1/cells/{tenant}/{name}/logs")
+    def logs(
+        tenant: str,
+        name: str,
+        _: Actor,
+        follow: bool = False,
+        tail: Annotated[int | None, Query(ge=0)] = None,
+    ) -> StreamingResponse:
+        chunks = plane.logs((tenant, name), follow=follow, tail=tail)
+        return StreamingResponse(chunks, media_type="application/octet-stream")
+
+    @app.post("/v1/cells/{tenant}/{name}/exec")
+    def exec_(tenant: str, name: str, body: ExecRequest, actor: Actor) -> StreamingResponse:
+        """Runs a command as the agent's user; NDJSON lines of output, then the exit code."""
+        exec_id, chunks = plane.exec((tenant, name), body.command, actor)
+
+        def lines() -> Iterator[bytes]:
+            for fd, data in chunks:
+                yield (
+                    json.dumps({"fd": fd, "data": base64.b64encode(data).decode()}).encode() + b"\n"
+                )
+            yield json.dumps({"exit_code": plane.driver.exec_exit_code(exec_id)}).encode() + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.post("/v1/cells/{tenant}/{name}/verify")
+    def verify(tenant: str, name: str, actor: Actor) -> dict[str, Any]:
+        results = plane.verify((tenant, name), actor)
+        return {"ok": all(r.ok for r in results), "checks": [r.__dict__ for r in results]}
+
+    @app.get("/v1/audit")
+    def audit(
+        _: Actor,
+        tenant: str | None = None,
+        cell: str | None = None,
+        kind: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    ) -> list[dict[str, Any]]:
+        return [
+            r.__dict__
+            for r in plane.store.audit_records(tenant=tenant, cell=cell, kind=kind, limit=limit)
+        ]
+
+    return app

@@ -1,0 +1,447 @@
+"""The ``agentcell`` command: a thin client of the control plane's API (and ``serve`` itself)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentcell import __version__
+from agentcell.cli._client import Client, default_state_dir
+from agentcell.errors import AgentcellError, SpecError
+from agentcell.spec import format_bytes, json_schema, load_file
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Run AI agents, and the code they execute, in hardened Docker cells.",
+)
+images_app = typer.Typer(no_args_is_help=True, help="Build the images agentcell needs.")
+app.add_typer(images_app, name="images")
+out = Console()
+err = Console(stderr=True)
+
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", envvar="AGENTCELL_URL", help="control plane URL")
+]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir", envvar="AGENTCELL_STATE_DIR", help="state directory (holds the admin token)"
+    ),
+]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _cell(ref: str) -> tuple[str, str]:
+    parts = ref.split("/")
+    if len(parts) != 2 or not all(parts):
+        _fail(f"{ref!r} is not a cell: write TENANT/NAME, e.g. acme/researcher", 2)
+    return parts[0], parts[1]
+
+
+def _client(url: str | None, state_dir: Path | None) -> Client:
+    return Client(url=url, state_dir=state_dir)
+
+
+def _age(since: float) -> str:
+    if not since:
+        return "-"
+    s = int(time.time() - since)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(f"agentcell {__version__}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 7878,
+    state_dir: StateOpt = None,
+    subnet_pool: Annotated[
+        str, typer.Option(help="IPv4 pool cell networks are cut from")
+    ] = "10.213.0.0/16",
+    subnet_size: Annotated[int, typer.Option(help="prefix length of each cell's network")] = 27,
+) -> None:
+    """Run the control plane: REST API, reconciler and health probes."""
+    import logging
+
+    import uvicorn
+
+    from agentcell.api import create_app
+    from agentcell.control import ControlPlane, PlaneConfig
+    from agentcell.plan import parse_pool
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    directory = state_dir or default_state_dir()
+    try:
+        parse_pool(subnet_pool, subnet_size)
+        plane = ControlPlane(PlaneConfig(directory, subnet_pool, subnet_size))
+    except AgentcellError as e:
+        _fail(str(e))
+    plane.start()
+    err.print(
+        f"agentcell serve: http://{host}:{port}  state {directory}  "
+        f"token {directory / 'admin.token'}",
+        highlight=False,
+    )
+    try:
+        uvicorn.run(create_app(plane), host=host, port=port, log_level="warning")
+    finally:
+        plane.stop()
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Option("-f", "--file", help="spec file")]) -> None:
+    """Check a spec file without deploying it."""
+    try:
+        docs = load_file(file)
+    except SpecError as e:
+        _fail(f"{file} is not valid:\n{e}")
+    out.print(f"{file}: {len(docs)} valid document(s)")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of spec documents, for editors."""
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@app.command()
+def deploy(
+    file: Annotated[Path, typer.Option("-f", "--file", help="spec file (YAML, one or more docs)")],
+    wait: Annotated[bool, typer.Option(help="wait until every cell runs (and is healthy)")] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 120.0,
+    url: UrlOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Apply a spec file and wait until its cells run; non-zero exit with the reason if not."""
+    try:
+        load_file(file)  # the server validates again; this gives the error before any call
+        text = file.read_text(encoding="utf-8")
+        client = _client(url, state_dir)
+        result = client.request("POST", "/v1/apply", json={"yaml": text, "source": str(file)})
+    except SpecError as e:
+        _fail(f"{file} is not valid; nothing was deployed:\n{e}")
+    except AgentcellError as e:
+        _fail(f"nothing was deployed: {e}")
+    for t in result["tenants"]:
+        out.print(f"tenant {t['name']}: {'applied' if t['changed'] else 'unchanged'}")
+    if not wait:
+        for c in result["cells"]:
+            out.print(f"cell {c['tenant']}/{c['name']}: generation {c['generation']} stored")
+        return
+    failed = False
+    for c in result["cells"]:
+        failed |= not _wait_ready(client, c, timeout)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _wait_ready(client: Client, c: dict[str, Any], timeout: float) -> bool:
+    ref = f"{c['tenant']}/{c['name']}"
+    path = f"/v1/cells/{ref}"
+    deadline = time.monotonic() + timeout
+    version = 0
+    started = time.monotonic()
+    st: dict[str, Any] = {"state": "unknown", "health": "unknown", "reason": "no answer yet"}
+    with out.status(f"{ref}: waiting", spinner="dots") as status:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                err.print(
+                    f"[red]✗[/red] {ref}: not ready after {timeout:g}s "
+                    f"(state {st['state']}, health {st['health']}: {st['reason']})"
+                )
+                return False
+            try:
+                st = client.request(
+                    "GET", f"{path}/wait", params={"after": version, "timeout": min(remaining, 30)}
+                )
+            except AgentcellError as e:
+                err.print(f"[red]✗[/red] {ref}: {e}")
+                return False
+            version = st["version"]
+            status.update(f"{ref}: {st['state']} — {st['reason']}")
+            current = st["observed_generation"] >= c["generation"]
+            if st["state"] == "failed" and (
+                st["failed_generation"] >= c["generation"] or not c["changed"]
+            ):
+                err.print(f"[red]✗[/red] {ref}: deploy failed: {st['reason']}", highlight=False)
+                return False
+            if st["state"] == "running" and current:
+                if st["health"] == "unhealthy":
+                    err.print(f"[red]✗[/red] {ref}: running but unhealthy: {st['reason']}")
+                    return False
+                if st["health"] in ("healthy", "none"):
+                    took = time.monotonic() - started
+                    what = "unchanged, running" if not c["changed"] else f"ready in {took:.2f}s"
+                    health = "" if st["health"] == "none" else ", healthy"
+                    out.print(f"[green]✓[/green] {ref}: {what}{health if c['changed'] else ''}")
+                    return True
+
+
+@app.command()
+def ps(
+    tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
+    output: Annotated[str, typer.Option("-o", "--output", help="table | json")] = "table",
+    url: UrlOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """List cells: tenant, cell, state, health, image, age, limits."""
+    try:
+        cells = _client(url, state_dir).request(
+            "GET", "/v1/cells", params={"tenant": tenant} if tenant else None
+        )
+    except AgentcellError as e:
+        _fail(str(e))
+    if output == "json":
+        sys.stdout.write(json.dumps(cells, indent=2) + "\n")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("TENANT", "CELL", "STATE", "HEALTH", "IMAGE", "AGE", "LIMITS", "REASON"):
+        table.add_column(col, overflow="fold")
+    for c in cells:
+        lim = c["limits"]
+        table.add_row(
+            c["tenant"],
+            c["name"],
+            c["state"],
+            c["health"],
+            c["image"],
+            _age(c["created"]),
+            f"{lim['cpus']:g} cpu, {format_bytes(lim['memory'])}, {lim['pids']} pids",
+            c["reason"],
+        )
+    if not cells:
+        out.print("no cells; deploy one with: agentcell deploy -f examples/demo.yaml")
+        return
+    out.print(table)
+
+
+@app.command()
+def status(
+    cell: Annotated[str, typer.Argument(help="TENANT/NAME")],
+    output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+    url: UrlOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Everything about one cell, including its effective hardening."""
+    tenant, name = _cell(cell)
+    try:
+        c = _client(url, state_dir).request("GET", f"/v1/cells/{tenant}/{name}")
+    except AgentcellError as e:
+        _fail(str(e))
+    if output == "json":
+        sys.stdout.write(json.dumps(c, indent=2) + "\n")
+        return
+    spec = c["spec"]["spec"]
+    lim = c["limits"]
+    rows = [
+        ("cell", f"{c['tenant']}/{c['name']}"),
+        ("state", f"{c['state']} (since {_age(c['since'])} ago): {c['reason']}"),
+        ("health", c["health"]),
+        ("generation", f"{c['observed_generation']} running, {c['generation']} desired"),
+        ("image", c["image"]),
+        ("user", spec["user"]),
+        (
+            "limits",
+            f"{lim['cpus']:g} cpu, {format_bytes(lim['memory'])} memory (no swap), "
+            f"{lim['pids']} pids",
+        ),
+        (
+            "workspace",
+            f"/workspace ({spec['workspace']['access']})"
+            if spec["workspace"]["access"] != "none"
+            else "none",
+        ),
+        ("network", f"{c['subnet']} internal, ip {c['ip'] or '-'}"),
+        ("container", (c.get("container") or {}).get("name", "-")),
+    ]
+    for k, v in rows:
+        out.print(f"[bold]{k:>10}[/bold]  {v}", highlight=False)
+    if "hardening" in c:
+        out.print("[bold]hardening[/bold] (from the engine's view of the container)")
+        for h in c["hardening"]:
+            mark = "[green]✓[/green]" if h["ok"] else "[red]✗[/red]"
+            out.print(f"  {mark} {h['reason']}", highlight=False)
+    if c.get("events"):
+        out.print("[bold]recent events[/bold]")
+        for ev in c["events"]:
+            when = time.strftime("%H:%M:%S", time.localtime(ev["time"]))
+            out.print(
+                f"  {when} {ev['kind']:<9} {ev['decision']:<6} {ev['reason']}", highlight=False
+            )
+
+
+@app.command()
+def logs(
+    cell: Annotated[str, typer.Argument(help="TENANT/NAME")],
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="keep streaming")] = False,
+    tail: Annotated[int | None, typer.Option(help="only the last N lines")] = None,
+    url: UrlOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Print the agent's output."""
+    tenant, name = _cell(cell)
+    params: dict[str, Any] = {"follow": follow}
+    if tail is not None:
+        params["tail"] = tail
+    try:
+        for chunk in _client(url, state_dir).stream(
+            "GET", f"/v1/cells/{tenant}/{name}/logs", params=params
+        ):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+    except AgentcellError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command(name="exec", context_settings={"allow_interspersed_args": False})
+def exec_(
+    cell: Annotated[str, typer.Argument(help="TENANT/NAME")],
+    command: Annotated[list[str], typer.Argument(help="command and arguments (after --)")],
+    url: UrlOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Run a command in the agent container, as the agent's user."""
+    tenant, name = _cell(cell)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        _fail("no command given: agentcell exec TENANT/NAME -- COMMAND [ARGS...]", 2)
+    code = 1
+    try:
+        for line in _client(url, state_dir).lines(
+            "POST", f"/v1/cells/{tenant}/{name}/exec", json={"command": command}
+        ):
+            if not line:
+                continue
+            msg = json.loads(line)
+            if "exit_code" in msg:
+                code = int(msg["exit_code"])
+                continue
+            stream = sys.stdout if msg["fd"] == 1 else sys.stderr
+            stream.buffer.write(base64.b64decode(msg["data"]))
+            stream.flush()
+    except AgentcellError as e:
+        _fail(str(e))
+    raise typer.Exit(code)
+
+
+@app.command()
+def verify(
+    cell: Annotated[str, typer.Argument(help="TENANT/NAME")],
+    output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+    url: UrlOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Run the hardening battery (ATTACKS.md part A) inside the cell; non-zero exit if any fails."""
+    tenant, name = _cell(cell)
+    try:
+        with out.status(f"{cell}: running the hardening battery inside the cell"):
+            result = _client(url, state_dir).request("POST", f"/v1/cells/{tenant}/{name}/verify")
+    except AgentcellError as e:
+        _fail(str(e))
+    if output == "json":
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        for check in result["checks"]:
+            mark = "[green]PASS[/green]" if check["ok"] else "[red]FAIL[/red]"
+            out.print(f"{mark} {check['id']:<28} {check['detail']}", highlight=False)
+        passed = sum(1 for ch in result["checks"] if ch["ok"])
+        out.print(f"{passed} passed, {len(result['checks']) - passed} failed")
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rm(
+    cell: Annotated[str, typer.Argument(help="TENANT/NAME")],
+    keep_workspace: Annotated[bool, typer.Option(help="keep the workspace volume")] = False,
+    wait: Annotated[bool, typer.Option(help="wait until the cell is gone")] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 60.0,
+    url: UrlOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Remove a cell: its containers, network and (unless kept) workspace."""
+    tenant, name = _cell(cell)
+    client = _client(url, state_dir)
+    try:
+        client.request(
+            "DELETE", f"/v1/cells/{tenant}/{name}", params={"keep_workspace": keep_workspace}
+        )
+        deadline = time.monotonic() + timeout
+        version = 0
+        while wait:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _fail(f"{cell} not removed after {timeout:g}s")
+            st = client.request(
+                "GET",
+                f"/v1/cells/{tenant}/{name}/wait",
+                params={"after": version, "timeout": min(remaining, 30)},
+            )
+            if st["gone"]:
+                break
+            version = st["version"]
+    except AgentcellError as e:
+        if "no cell" in str(e) and wait:
+            pass
+        else:
+            _fail(str(e))
+    out.print(f"{cell}: removed" + (" (workspace kept)" if keep_workspace else ""))
+
+
+@images_app.command("build")
+def images_build(
+    force: Annotated[bool, typer.Option(help="rebuild even when cached")] = False,
+) -> None:
+    """Build the base, runtime and demo-agent images offline (cached)."""
+    import docker
+
+    from agentcell.runtime.images import build_images
+
+    try:
+        results = build_images(
+            docker.from_env(timeout=600), force=force, log=lambda m: err.print(m, highlight=False)
+        )
+    except (AgentcellError, docker.errors.DockerException) as e:
+        _fail(str(e))
+    for r in results:
+        what = f"built in {r.seconds:.1f}s" if r.built else "cached"
+        out.print(f"{r.name}: {what} ({r.image_id[7:19]})")
+
+
+def main() -> None:
+    try:
+        app()
+    except AgentcellError as e:
+        _fail(str(e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""The control plane: store, reconciler, health probes, audit, tokens."""
+
+from agentcell.control._auth import TOKEN_FILE, check_token, ensure_admin_token
+from agentcell.control._plane import ApplyResult, ControlPlane, PlaneConfig
+from agentcell.control._reconciler import Reconciler, ReconcilerConfig
+from agentcell.control._store import AuditRecord, CellStatus, Store
+
+__all__ = [
+    "TOKEN_FILE",
+    "ApplyResult",
+    "AuditRecord",
+    "CellStatus",
+    "ControlPlane",
+    "PlaneConfig",
+    "Reconciler",
+    "ReconcilerConfig",
+    "Store",
+    "check_token",
+    "ensure_admin_token",
+]

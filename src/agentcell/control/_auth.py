@@ -1,0 +1,41 @@
+"""API tokens: the admin token made on first start, checked in constant time."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["TOKEN_FILE", "check_token", "ensure_admin_token"]
+
+TOKEN_FILE = "admin.token"  # noqa: S105 (a file name, not a secret)
+
+
+def ensure_admin_token(state_dir: Path) -> str:
+    """Read the admin token, creating it (mode 0600) on first start."""
+    path = state_dir / TOKEN_FILE
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        token = path.read_text().strip()
+        if token:
+            return token
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
+    token = "ac_" + secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def check_token(presented: str | None, expected: str) -> str | None:
+    """None if ``presented`` is the token; otherwise the fixed-phrase reason for refusing."""
+    if not presented:
+        return "missing token"
+    if not presented.startswith("Bearer "):
+        return "malformed authorization header"
+    if not hmac.compare_digest(presented[len("Bearer ") :].encode(), expected.encode()):
+        return "invalid token"
+    return None

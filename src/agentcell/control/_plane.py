@@ -1,0 +1,281 @@
+"""The control plane's services: what the API calls. Writes desired state; never the runtime."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentcell.control._auth import ensure_admin_token
+from agentcell.control._reconciler import Reconciler, ReconcilerConfig
+from agentcell.control._store import AuditRecord, CellStatus, Store
+from agentcell.errors import ConflictError, NotFoundError, RuntimeDriverError
+from agentcell.plan import CellKey, check_quota, spec_hash
+from agentcell.policy import check_container
+from agentcell.runtime import DockerDriver, Firewall
+from agentcell.spec import Agent, Tenant, load_text
+
+if TYPE_CHECKING:
+    from agentcell.runtime.battery import CheckResult
+
+__all__ = ["ApplyResult", "ControlPlane", "PlaneConfig"]
+
+
+@dataclass(frozen=True)
+class PlaneConfig:
+    state_dir: Path
+    subnet_pool: str = "10.213.0.0/16"
+    subnet_prefix: int = 27
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    tenants: list[dict[str, Any]]
+    cells: list[dict[str, Any]]
+
+
+class ControlPlane:
+    """Store + driver + reconciler, and the operations the API exposes."""
+
+    def __init__(self, config: PlaneConfig, driver: DockerDriver | None = None) -> None:
+        self.config = config
+        self.token = ensure_admin_token(config.state_dir)
+        self.store = Store(config.state_dir / "agentcell.db")
+        self.driver = driver or DockerDriver()
+        self.firewall = Firewall(config.subnet_pool)
+        self.reconciler = Reconciler(
+            self.store,
+            self.driver,
+            self.firewall,
+            ReconcilerConfig(subnet_pool=config.subnet_pool, subnet_prefix=config.subnet_prefix),
+        )
+
+    def start(self) -> None:
+        self.reconciler.start()
+        self.reconciler.wake()
+
+    def stop(self) -> None:
+        self.reconciler.stop()
+        self.store.close()
+
+    # -- desired state -----------------------------------------------------------------------
+
+    def apply(self, text: str, source: str, actor: str) -> ApplyResult:
+        """Validate every document, check tenants and quotas, then store them all."""
+        docs = load_text(text, source=source)
+        tenants = {d.metadata.name: d for d in docs if isinstance(d, Tenant)}
+        agents = [d for d in docs if isinstance(d, Agent)]
+        for a in agents:
+            if a.tenant not in tenants and self.store.tenant(a.tenant) is None:
+                raise ConflictError(
+                    f"agent {a.ref}: tenant {a.tenant!r} does not exist; add a Tenant document "
+                    f"(kind: Tenant, metadata: {{name: {a.tenant}}}) to the file or deploy it first"
+                )
+        desired = self.store.desired()
+        for name in {a.tenant for a in agents} | set(tenants):
+            tenant = tenants.get(name) or self.store.tenant(name)
+            assert tenant is not None
+            mine = {k[1]: d.agent for k, d in desired.items() if k[0] == name and not d.deleted}
+            mine.update({a.name: a for a in agents if a.tenant == name})
+            verdict = check_quota(tenant.spec.quota, mine.values())
+            if not verdict.allow:
+                self.store.audit(
+                    AuditRecord(
+                        name, "", actor, "quota", "deny", verdict.reason, {"detail": verdict.rule}
+                    )
+                )
+                raise ConflictError(f"tenant {name!r}: {verdict.reason}: {verdict.rule}")
+        out_t = []
+        for t in tenants.values():
+            changed = self.store.put_tenant(t)
+            out_t.append({"name": t.metadata.name, "changed": changed})
+            if changed:
+                self.store.audit(
+                    AuditRecord(
+                        t.metadata.name,
+                        "",
+                        actor,
+                        "api",
+                        "allow",
+                        "tenant applied",
+                        {"source": source},
+                    )
+                )
+        out_c = []
+        for a in agents:
+            key = (a.tenant, a.name)
+            existing = self.store.cell(key)
+            subnet = existing.subnet if existing else self.reconciler.allocate_subnet()
+            generation, changed = self.store.put_cell(a, spec_hash(a), subnet)
+            out_c.append(
+                {
+                    "tenant": a.tenant,
+                    "name": a.name,
+                    "generation": generation,
+                    "changed": changed,
+                    "version": self.store.status(key).version,
+                }
+            )
+            if changed:
+                self.store.audit(
+                    AuditRecord(
+                        a.tenant,
+                        a.name,
+                        actor,
+                        "api",
+                        "allow",
+                        "agent applied",
+                        {"source": source, "generation": generation},
+                    )
+                )
+        self.reconciler.wake()
+        return ApplyResult(out_t, out_c)
+
+    def remove(self, key: CellKey, *, keep_workspace: bool, actor: str) -> None:
+        if not self.store.mark_deleted(key, keep_workspace=keep_workspace):
+            if self.store.cell(key) is None:
+                raise NotFoundError(f"no cell {key[0]}/{key[1]}")
+            return
+        self.store.audit(
+            AuditRecord(
+                *key,
+                actor,
+                "api",
+                "allow",
+                "cell removal requested",
+                {"keep_workspace": keep_workspace},
+            )
+        )
+        self.reconciler.wake()
+
+    def remove_tenant(self, name: str, actor: str) -> None:
+        if self.store.tenant(name) is None:
+            raise NotFoundError(f"no tenant {name!r}")
+        cells = [k for k in self.store.desired() if k[0] == name]
+        if cells:
+            raise ConflictError(
+                f"tenant {name!r} still has {len(cells)} cell(s); remove them first"
+            )
+        self.store.delete_tenant(name)
+        self.store.audit(AuditRecord(name, "", actor, "api", "allow", "tenant removed", {}))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def cells(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for key, want in sorted(self.store.desired().items()):
+            if tenant is None or key[0] == tenant:
+                out.append(self._summary(key, want.agent, want.generation, want.created))
+        return out
+
+    def cell(self, key: CellKey) -> dict[str, Any]:
+        want = self.store.cell(key)
+        if want is None:
+            raise NotFoundError(f"no cell {key[0]}/{key[1]}")
+        out = self._summary(key, want.agent, want.generation, want.created)
+        out["spec"] = want.agent.model_dump(mode="json", by_alias=True)
+        out["subnet"] = want.subnet
+        attrs = self.driver.inspect_agent(key)
+        if attrs is not None:
+            network = (attrs.get("HostConfig") or {}).get("NetworkMode", "")
+            out["hardening"] = [
+                {"property": d.rule, "ok": d.allow, "reason": d.reason}
+                for d in check_container(attrs, network=network)
+            ]
+            out["container"] = {
+                "id": attrs["Id"],
+                "name": attrs["Name"].lstrip("/"),
+                "started": (attrs.get("State") or {}).get("StartedAt", ""),
+                "network": network,
+            }
+        out["events"] = [
+            r.__dict__ for r in self.store.audit_records(tenant=key[0], cell=key[1], limit=10)
+        ]
+        return out
+
+    def wait(self, key: CellKey, after_version: int, timeout: float) -> CellStatus:
+        if self.store.cell(key) is None:
+            raise NotFoundError(f"no cell {key[0]}/{key[1]}")
+        return self.store.wait_status(key, after_version, timeout)
+
+    def _summary(
+        self, key: CellKey, agent: Agent, generation: int, created: float
+    ) -> dict[str, Any]:
+        st = self.store.status(key)
+        r = agent.spec.resources
+        return {
+            "tenant": key[0],
+            "name": key[1],
+            "generation": generation,
+            "state": st.state,
+            "health": st.health,
+            "reason": st.reason,
+            "since": st.since,
+            "observed_generation": st.observed_generation,
+            "image": agent.spec.image,
+            "limits": {"cpus": r.cpus, "memory": r.memory, "pids": r.pids},
+            "version": st.version,
+            "ip": st.ip,
+            "created": created,
+        }
+
+    # -- working with a running cell -----------------------------------------------------------
+
+    def logs(self, key: CellKey, *, follow: bool, tail: int | None) -> Iterator[bytes]:
+        self._require(key)
+        return self.driver.logs(key, follow=follow, tail=tail)
+
+    def exec(
+        self, key: CellKey, command: list[str], actor: str
+    ) -> tuple[str, Iterator[tuple[int, bytes]]]:
+        want = self._require(key)
+        self.store.audit(
+            AuditRecord(*key, actor, "exec", "allow", "exec requested", {"command": command})
+        )
+        return self.driver.exec(key, command, user=want.agent.spec.user)
+
+    def verify(self, key: CellKey, actor: str) -> list[CheckResult]:
+        from agentcell.runtime.battery import run_battery_a
+
+        want = self._require(key)
+        container = self.driver.agent_container(key)
+        if container.status != "running":
+            raise RuntimeDriverError(f"cell {key[0]}/{key[1]} is not running ({container.status})")
+        others = []
+        for other_key, cell in self.driver.observe().items():
+            if other_key != key and cell.agent is not None and cell.agent.ip:
+                others.append((cell.agent.ip, 8080))
+        spec = want.agent.spec
+        started = time.monotonic()
+        results = run_battery_a(
+            container,
+            user=spec.user,
+            workspace="/workspace" if spec.workspace.access != "none" else None,
+            pids_limit=spec.resources.pids,
+            memory_bytes=spec.resources.memory,
+            extra_targets=others,
+        )
+        failed = [r.id for r in results if not r.ok]
+        self.store.audit(
+            AuditRecord(
+                *key,
+                actor,
+                "verify",
+                "deny" if failed else "allow",
+                "hardening checks failed" if failed else "hardening holds",
+                {
+                    "failed": failed,
+                    "checks": len(results),
+                    "seconds": round(time.monotonic() - started, 2),
+                },
+            )
+        )
+        return results
+
+    def _require(self, key: CellKey) -> Any:
+        want = self.store.cell(key)
+        if want is None or want.deleted:
+            raise NotFoundError(f"no cell {key[0]}/{key[1]}")
+        return want

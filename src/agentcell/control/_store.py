@@ -1,0 +1,378 @@
+"""The embedded SQLite store: desired state, cell status, and the append-only audit trail."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentcell.errors import StoreError
+from agentcell.plan import CellKey, DesiredCell
+from agentcell.spec import Agent, Tenant
+
+__all__ = ["AuditRecord", "CellStatus", "Store"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    subnet TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    keep_workspace INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS status (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    health TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    since REAL NOT NULL,
+    observed_generation INTEGER NOT NULL DEFAULT 0,
+    failed_generation INTEGER NOT NULL DEFAULT 0,
+    container_id TEXT NOT NULL DEFAULT '',
+    ip TEXT NOT NULL DEFAULT '',
+    restarts TEXT NOT NULL DEFAULT '[]',
+    version INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    tenant TEXT NOT NULL,
+    cell TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_cell ON audit (tenant, cell, id);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class CellStatus:
+    """What the reconciler last observed of a cell."""
+
+    tenant: str
+    name: str
+    state: str = "pending"
+    health: str = "none"
+    reason: str = "waiting for the reconciler"
+    since: float = 0.0
+    observed_generation: int = 0
+    failed_generation: int = 0
+    container_id: str = ""
+    ip: str = ""
+    restarts: tuple[float, ...] = ()
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One decision anywhere: lifecycle action, API call, authentication."""
+
+    tenant: str
+    cell: str
+    actor: str
+    kind: str
+    decision: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+    time: float = 0.0
+    id: int = 0
+
+
+class Store:
+    """Thread-safe: one connection, serialised by a lock; WAL journal; durable commits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self.changed = threading.Condition(self._lock)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(path), check_same_thread=False, timeout=5.0, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"cannot open the state store {path}: {e}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                raise StoreError(f"state store {self.path}: {e}") from None
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return list(self._db.execute(sql, args).fetchall())
+            except sqlite3.Error as e:
+                raise StoreError(f"state store {self.path}: {e}") from None
+
+    # -- tenants -------------------------------------------------------------------------------
+
+    def put_tenant(self, tenant: Tenant) -> bool:
+        """Store a tenant; True if it changed."""
+        spec = tenant.model_dump_json(by_alias=True)
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT spec FROM tenants WHERE name=?", (tenant.metadata.name,)
+            ).fetchone()
+            if row and row[0] == spec:
+                return False
+            db.execute(
+                "INSERT INTO tenants(name, spec, created, updated) VALUES (?,?,?,?) "
+                "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, updated=excluded.updated",
+                (tenant.metadata.name, spec, now, now),
+            )
+            return True
+
+    def tenant(self, name: str) -> Tenant | None:
+        rows = self._query("SELECT spec FROM tenants WHERE name=?", (name,))
+        return Tenant.model_validate_json(rows[0][0]) if rows else None
+
+    def tenants(self) -> list[Tenant]:
+        return [
+            Tenant.model_validate_json(r[0])
+            for r in self._query("SELECT spec FROM tenants ORDER BY name")
+        ]
+
+    def delete_tenant(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM tenants WHERE name=?", (name,))
+
+    # -- cells ---------------------------------------------------------------------------------
+
+    def put_cell(self, agent: Agent, spec_hash: str, subnet: str) -> tuple[int, bool]:
+        """Store an agent's desired state; returns (generation, changed)."""
+        spec = agent.model_dump_json(by_alias=True)
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT spec_hash, generation, deleted, subnet FROM cells "
+                "WHERE tenant=? AND name=?",
+                (agent.tenant, agent.name),
+            ).fetchone()
+            if row and row[0] == spec_hash and not row[2]:
+                db.execute(
+                    "UPDATE cells SET spec=? WHERE tenant=? AND name=?",
+                    (spec, agent.tenant, agent.name),
+                )
+                return int(row[1]), False
+            generation = int(row[1]) + 1 if row else 1
+            db.execute(
+                "INSERT INTO cells(tenant, name, spec, spec_hash, generation, subnet, deleted, "
+                "keep_workspace, created, updated) VALUES (?,?,?,?,?,?,0,0,?,?) "
+                "ON CONFLICT(tenant, name) DO UPDATE SET spec=excluded.spec, "
+                "spec_hash=excluded.spec_hash, generation=excluded.generation, deleted=0, "
+                "keep_workspace=0, updated=excluded.updated",
+                (
+                    agent.tenant,
+                    agent.name,
+                    spec,
+                    spec_hash,
+                    generation,
+                    row[3] if row else subnet,
+                    now,
+                    now,
+                ),
+            )
+            return generation, True
+
+    def mark_deleted(self, key: CellKey, *, keep_workspace: bool) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE cells SET deleted=1, keep_workspace=?, updated=? "
+                "WHERE tenant=? AND name=? AND deleted=0",
+                (int(keep_workspace), time.time(), *key),
+            )
+            return cur.rowcount > 0
+
+    def forget(self, key: CellKey) -> None:
+        """Drop a removed cell's desired state and status (its audit records stay)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM cells WHERE tenant=? AND name=?", key)
+            db.execute("DELETE FROM status WHERE tenant=? AND name=?", key)
+            self.changed.notify_all()
+
+    def desired(self) -> dict[CellKey, DesiredCell]:
+        rows = self._query(
+            "SELECT spec, spec_hash, generation, subnet, deleted, keep_workspace, "
+            "created FROM cells"
+        )
+        out = {}
+        for spec, h, gen, subnet, deleted, keep, created in rows:
+            agent = Agent.model_validate_json(spec)
+            out[(agent.tenant, agent.name)] = DesiredCell(
+                agent, h, int(gen), subnet, bool(deleted), bool(keep), created
+            )
+        return out
+
+    def cell(self, key: CellKey) -> DesiredCell | None:
+        return (
+            self.desired().get(key)
+            if self._query("SELECT 1 FROM cells WHERE tenant=? AND name=?", key)
+            else None
+        )
+
+    def subnets(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT subnet FROM cells")]
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self, key: CellKey) -> CellStatus:
+        rows = self._query(
+            "SELECT state, health, reason, since, observed_generation, failed_generation, "
+            "container_id, ip, restarts, version FROM status WHERE tenant=? AND name=?",
+            key,
+        )
+        if not rows:
+            return CellStatus(*key)
+        r = rows[0]
+        return CellStatus(
+            key[0],
+            key[1],
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            tuple(json.loads(r[8])),
+            r[9],
+        )
+
+    def set_status(self, key: CellKey, **changes: Any) -> CellStatus:
+        """Update some status fields; bumps ``version`` and wakes waiters when anything changed."""
+        with self._lock:
+            old = self.status(key)
+            if ("state" in changes and changes["state"] != old.state) or (
+                "health" in changes and changes["health"] != old.health
+            ):
+                changes.setdefault("since", time.time())
+            merged = {**old.__dict__, **changes}
+            if merged == old.__dict__:
+                return old
+            merged["version"] = old.version + 1
+            new = CellStatus(**merged)
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO status(tenant, name, state, health, reason, since, "
+                    "observed_generation, failed_generation, container_id, ip, restarts, version) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        new.tenant,
+                        new.name,
+                        new.state,
+                        new.health,
+                        new.reason,
+                        new.since,
+                        new.observed_generation,
+                        new.failed_generation,
+                        new.container_id,
+                        new.ip,
+                        json.dumps(list(new.restarts)),
+                        new.version,
+                    ),
+                )
+            self.changed.notify_all()
+            return new
+
+    def wait_status(self, key: CellKey, after_version: int, timeout: float) -> CellStatus:
+        """Block until the status of ``key`` has a version above ``after_version``, or timeout."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                st = self.status(key)
+                gone = not self._query("SELECT 1 FROM cells WHERE tenant=? AND name=?", key)
+                remaining = deadline - time.monotonic()
+                if st.version > after_version or gone or remaining <= 0:
+                    return st
+                self.changed.wait(remaining)
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def audit(self, record: AuditRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO audit(time, tenant, cell, actor, kind, decision, reason, details) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    record.time or time.time(),
+                    record.tenant,
+                    record.cell,
+                    record.actor,
+                    record.kind,
+                    record.decision,
+                    record.reason,
+                    json.dumps(record.details, sort_keys=True),
+                ),
+            )
+
+    def audit_records(
+        self,
+        *,
+        tenant: str | None = None,
+        cell: str | None = None,
+        kind: str | None = None,
+        limit: int = 100,
+        after_id: int = 0,
+    ) -> list[AuditRecord]:
+        sql = (
+            "SELECT id, time, tenant, cell, actor, kind, decision, reason, details "
+            "FROM audit WHERE id > ?"
+        )
+        args: list[Any] = [after_id]
+        for col, val in (("tenant", tenant), ("cell", cell), ("kind", kind)):
+            if val is not None:
+                sql += f" AND {col} = ?"
+                args.append(val)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        rows = self._query(sql, tuple(args))
+        return [
+            AuditRecord(r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[1], r[0])
+            for r in reversed(rows)
+        ]

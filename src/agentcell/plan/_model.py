@@ -1,0 +1,103 @@
+"""What the planner reads and writes: desired cells, observed cells, and actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from agentcell.spec import Agent
+
+__all__ = [
+    "Action",
+    "ActionKind",
+    "CellKey",
+    "DesiredCell",
+    "ObservedCell",
+    "ObservedContainer",
+    "Progress",
+]
+
+CellKey = tuple[str, str]
+"""(tenant, cell)."""
+
+
+@dataclass(frozen=True)
+class DesiredCell:
+    """One cell as the store wants it."""
+
+    agent: Agent
+    spec_hash: str
+    generation: int
+    subnet: str
+    deleted: bool = False
+    keep_workspace: bool = False
+    created: float = 0.0
+
+    @property
+    def key(self) -> CellKey:
+        return (self.agent.tenant, self.agent.name)
+
+
+@dataclass(frozen=True)
+class ObservedContainer:
+    """One container carrying agentcell labels, as the engine reports it."""
+
+    id: str
+    name: str
+    role: str
+    state: str
+    spec_hash: str
+    generation: int
+    exit_code: int = 0
+    oom_killed: bool = False
+    ip: str = ""
+    started_at: str = ""
+
+
+@dataclass(frozen=True)
+class ObservedCell:
+    """Everything the engine holds for one cell, found by labels."""
+
+    tenant: str
+    cell: str
+    containers: tuple[ObservedContainer, ...] = ()
+    network: str | None = None
+    network_subnet: str | None = None
+    volume: str | None = None
+
+    @property
+    def agent(self) -> ObservedContainer | None:
+        agents = [c for c in self.containers if c.role == "agent"]
+        running = [c for c in agents if c.state == "running"]
+        found = running or agents
+        return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the planner needs to know of past attempts on one cell."""
+
+    failed_generation: int = 0
+    restarts: tuple[float, ...] = ()
+    """Times of recent automatic restarts, newest last."""
+
+
+class ActionKind(StrEnum):
+    DEPLOY = "deploy"
+    """Create what is missing and replace the agent container if its spec changed."""
+    START = "start"
+    """Start the stopped agent container again (automatic restart)."""
+    REMOVE = "remove"
+    """Remove the cell's containers, network and (unless kept) workspace."""
+    GIVE_UP = "give-up"
+    """Mark the cell failed: restarts exceeded the crash-loop limit."""
+    REPORT_ORPHAN = "report-orphan"
+    """Engine objects with agentcell labels that the store does not know."""
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    key: CellKey
+    reason: str
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,422 @@
+"""The Docker driver: executes deploy/start/remove on a real engine, and observes it by labels."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from agentcell.errors import DeployStepError, NotFoundError, RuntimeDriverError
+from agentcell.plan import CellKey, DesiredCell, ObservedCell, ObservedContainer
+from agentcell.policy import (
+    LABEL_CELL,
+    LABEL_GENERATION,
+    LABEL_ROLE,
+    LABEL_SPEC_HASH,
+    LABEL_TENANT,
+    CellNames,
+    check_container,
+    container_body,
+)
+
+__all__ = ["DeployOutcome", "DockerDriver", "cell_names"]
+
+_STOP_TIMEOUT = 5
+_RUNNING_DEADLINE = 15.0
+
+
+def cell_names(tenant: str, cell: str, generation: int, *, workspace: bool) -> CellNames:
+    """Engine object names for a cell. Only for creating: everything is found by labels."""
+    base = f"agentcell-{tenant}-{cell}"
+    return CellNames(
+        container=f"{base}-g{generation}",
+        network=base,
+        volume=f"{base}-workspace" if workspace else None,
+    )
+
+
+@dataclass
+class DeployOutcome:
+    """What a successful deploy left running."""
+
+    container_id: str
+    replaced: str | None = None
+    created: list[str] = field(default_factory=list)
+
+
+class DockerDriver:
+    """One engine connection. Thread-safe as the docker SDK's client is."""
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        try:
+            self.client = client or docker.from_env(timeout=60)
+            self.client.ping()
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(
+                f"no Docker Engine answers ({e}); start one (make demo does) or set DOCKER_HOST"
+            ) from None
+
+    # -- observing ---------------------------------------------------------------------------
+
+    def observe(self) -> dict[CellKey, ObservedCell]:
+        """Every cell the engine holds pieces of, keyed by (tenant, cell), found by labels."""
+        parts: dict[CellKey, dict[str, Any]] = {}
+
+        def slot(labels: dict[str, str]) -> dict[str, Any] | None:
+            tenant, cell = labels.get(LABEL_TENANT), labels.get(LABEL_CELL)
+            if not tenant or not cell:
+                return None
+            return parts.setdefault((tenant, cell), {"containers": []})
+
+        api = self.client.api
+        for c in api.containers(all=True, filters={"label": [LABEL_TENANT, LABEL_CELL]}):
+            s = slot(c.get("Labels") or {})
+            if s is not None:
+                s["containers"].append(_observed_container(c))
+        for n in api.networks(filters={"label": [LABEL_TENANT, LABEL_CELL]}):
+            s = slot(n.get("Labels") or {})
+            if s is not None:
+                s["network"] = n["Name"]
+                configs = (n.get("IPAM") or {}).get("Config") or [{}]
+                s["network_subnet"] = configs[0].get("Subnet")
+        vols = api.volumes(filters={"label": [LABEL_TENANT, LABEL_CELL]}).get("Volumes") or []
+        for v in vols:
+            s = slot(v.get("Labels") or {})
+            if s is not None:
+                s["volume"] = v["Name"]
+        return {
+            key: ObservedCell(
+                tenant=key[0],
+                cell=key[1],
+                containers=tuple(p["containers"]),
+                network=p.get("network"),
+                network_subnet=p.get("network_subnet"),
+                volume=p.get("volume"),
+            )
+            for key, p in parts.items()
+        }
+
+    def used_subnets(self) -> list[str]:
+        """Every IPv4 subnet any network of this engine uses (ours and everyone else's)."""
+        out: list[str] = []
+        for n in self.client.api.networks():
+            for cfg in (n.get("IPAM") or {}).get("Config") or []:
+                if cfg.get("Subnet"):
+                    out.append(cfg["Subnet"])
+        return out
+
+    def agent_container(self, key: CellKey) -> Container:
+        """The cell's agent container (the running one if several), or NotFoundError."""
+        found = self.client.containers.list(all=True, filters={"label": _labels(key, "agent")})
+        if not found:
+            raise NotFoundError(f"cell {key[0]}/{key[1]} has no agent container")
+        found.sort(key=lambda c: c.status != "running")
+        return found[0]
+
+    def inspect_agent(self, key: CellKey) -> dict[str, Any] | None:
+        try:
+            return dict(self.agent_container(key).attrs)
+        except NotFoundError:
+            return None
+
+    # -- acting ------------------------------------------------------------------------------
+
+    def deploy(self, want: DesiredCell, step: Callable[[str], None]) -> DeployOutcome:
+        """Make the cell match ``want``; all or nothing.
+
+        On failure everything this call created is removed, a replaced container is
+        started again, and DeployStepError names the step.
+        """
+        agent = want.agent
+        key = want.key
+        ws = agent.spec.workspace.access != "none"
+        names = cell_names(key[0], key[1], want.generation, workspace=ws)
+        created: list[tuple[str, str]] = []
+        previous: list[Container] = []
+        restart_previous = False
+        current = "check image"
+        try:
+            step(current)
+            try:
+                self.client.images.get(agent.spec.image)
+            except docker.errors.ImageNotFound:
+                raise RuntimeDriverError(
+                    f"image {agent.spec.image!r} is not present on this engine and no registry "
+                    "is used; build it (agentcell images build) or load it (docker load)"
+                ) from None
+
+            current = "create network"
+            step(current)
+            network = self._find("networks", key)
+            if network is None:
+                network = self._create_network(names.network, key, want.subnet)
+                created.append(("network", network))
+
+            volume = None
+            if ws:
+                current = "create workspace volume"
+                step(current)
+                volume = self._find("volumes", key)
+                if volume is None:
+                    volume = self._create_volume(names.volume or "", key)
+                    created.append(("volume", volume))
+                self._own_volume(volume, agent.spec.user)
+            names = CellNames(container=names.container, network=network, volume=volume)
+
+            current = "create container"
+            step(current)
+            previous = self.client.containers.list(
+                all=True, filters={"label": _labels(key, "agent")}
+            )
+            with contextlib.suppress(docker.errors.NotFound):
+                stale = self.client.containers.get(names.container)
+                if (
+                    stale.labels.get(LABEL_TENANT) != key[0]
+                    or stale.labels.get(LABEL_CELL) != key[1]
+                ):
+                    raise RuntimeDriverError(
+                        f"a container named {names.container} exists and is "
+                        "not this cell's; rename or remove it"
+                    )
+                stale.remove(force=True)
+                previous = [p for p in previous if p.id != stale.id]
+            body = container_body(
+                agent, names=names, spec_hash=want.spec_hash, generation=want.generation
+            )
+            cid = self.client.api.create_container_from_config(body, name=names.container)["Id"]
+            created.append(("container", cid))
+
+            current = "verify hardening"
+            step(current)
+            attrs = self.client.api.inspect_container(cid)
+            bad = [d.reason for d in check_container(attrs, network=network) if not d.allow]
+            if bad:
+                raise RuntimeDriverError(
+                    "the engine did not apply the hardening: " + "; ".join(bad)
+                )
+
+            if previous:
+                current = "stop previous container"
+                step(current)
+                for p in previous:
+                    if p.status == "running":
+                        restart_previous = True
+                        p.stop(timeout=_STOP_TIMEOUT)
+
+            current = "start container"
+            step(current)
+            self.client.api.start(cid)
+            self._wait_running(cid)
+
+            if previous:
+                current = "remove previous container"
+                step(current)
+                for p in previous:
+                    with contextlib.suppress(docker.errors.NotFound):
+                        p.remove(force=True)
+            return DeployOutcome(
+                container_id=cid,
+                replaced=previous[0].id if previous else None,
+                created=[c[1] for c in created],
+            )
+        except (docker.errors.DockerException, RuntimeDriverError, OSError) as e:
+            self._rollback(created, previous if restart_previous else [])
+            raise DeployStepError(current, _explain(e)) from None
+
+    def start(self, key: CellKey) -> None:
+        c = self.agent_container(key)
+        try:
+            c.start()
+            self._wait_running(c.id)
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
+
+    def remove(self, key: CellKey, *, keep_workspace: bool = False) -> list[str]:
+        """Remove every engine object of the cell (the workspace unless kept). Idempotent."""
+        removed: list[str] = []
+        flt = {"label": _labels(key, None)}
+        for c in self.client.containers.list(all=True, filters=flt):
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True)
+                removed.append(f"container {c.name}")
+        for n in self.client.networks.list(filters=flt):
+            with contextlib.suppress(docker.errors.NotFound):
+                n.remove()
+                removed.append(f"network {n.name}")
+        if not keep_workspace:
+            for v in self.client.volumes.list(filters=flt):
+                with contextlib.suppress(docker.errors.NotFound):
+                    v.remove(force=True)
+                    removed.append(f"volume {v.name}")
+        return removed
+
+    def logs(self, key: CellKey, *, follow: bool, tail: int | None) -> Iterator[bytes]:
+        c = self.agent_container(key)
+        out = c.logs(
+            stream=True, follow=follow, tail=tail if tail is not None else "all", timestamps=False
+        )
+        yield from out
+
+    def exec(
+        self, key: CellKey, command: list[str], *, user: str
+    ) -> tuple[str, Iterator[tuple[int, bytes]]]:
+        """Start ``command`` in the agent container as ``user``; yields (fd, chunk)."""
+        c = self.agent_container(key)
+        if c.status != "running":
+            raise RuntimeDriverError(f"cell {key[0]}/{key[1]} is not running ({c.status})")
+        api = self.client.api
+        exec_id = api.exec_create(c.id, command, user=user, stdout=True, stderr=True)["Id"]
+
+        def chunks() -> Iterator[tuple[int, bytes]]:
+            for out, err in api.exec_start(exec_id, stream=True, demux=True):
+                if out:
+                    yield 1, out
+                if err:
+                    yield 2, err
+
+        return exec_id, chunks()
+
+    def exec_exit_code(self, exec_id: str) -> int:
+        code = self.client.api.exec_inspect(exec_id).get("ExitCode")
+        return int(code) if code is not None else -1
+
+    def events(self, until: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+        """Engine events about containers, networks and volumes, until ``until()`` is true."""
+        stream = self.client.events(
+            decode=True, filters={"type": ["container", "network", "volume"]}
+        )
+        try:
+            for ev in stream:
+                if until():
+                    return
+                yield ev
+        finally:
+            stream.close()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _find(self, kind: str, key: CellKey) -> str | None:
+        flt = {"label": _labels(key, None)}
+        if kind == "networks":
+            nets = self.client.api.networks(filters=flt)
+            return str(nets[0]["Name"]) if nets else None
+        vols = self.client.api.volumes(filters=flt).get("Volumes") or []
+        return str(vols[0]["Name"]) if vols else None
+
+    def _create_network(self, name: str, key: CellKey, subnet: str) -> str:
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+        net = self.client.networks.create(
+            name,
+            driver="bridge",
+            internal=True,
+            enable_ipv6=False,
+            ipam=ipam,
+            labels={LABEL_TENANT: key[0], LABEL_CELL: key[1], LABEL_ROLE: "network"},
+            options={"com.docker.network.bridge.enable_icc": "true"},
+            check_duplicate=True,
+        )
+        return str(net.name)
+
+    def _create_volume(self, name: str, key: CellKey) -> str:
+        vol = self.client.volumes.create(
+            name=name,
+            driver="local",
+            labels={LABEL_TENANT: key[0], LABEL_CELL: key[1], LABEL_ROLE: "workspace"},
+        )
+        return str(vol.name)
+
+    def _own_volume(self, name: str, user: str) -> None:
+        """Give the workspace's top directory to the agent's user (also after a user change)."""
+        uid, gid = (int(x) for x in user.split(":"))
+        mountpoint = self.client.api.inspect_volume(name).get("Mountpoint", "")
+        if not os.path.isdir(mountpoint):
+            raise RuntimeDriverError(
+                f"cannot prepare workspace {name}: its directory {mountpoint!r} is not on this "
+                "host; run agentcell serve on the engine's host"
+            )
+        try:
+            st = os.stat(mountpoint)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.chown(mountpoint, uid, gid)
+            os.chmod(mountpoint, 0o750)  # noqa: S103 (owner rwx, group rx; no others)
+        except PermissionError:
+            raise RuntimeDriverError(
+                f"cannot give workspace {name} to uid {uid}: agentcell serve needs root on the "
+                "engine's host to set volume ownership"
+            ) from None
+
+    def _wait_running(self, cid: str) -> None:
+        deadline = time.monotonic() + _RUNNING_DEADLINE
+        api = self.client.api
+        while True:
+            state = api.inspect_container(cid)["State"]
+            if state.get("Running"):
+                return
+            if state.get("Status") in ("exited", "dead"):
+                tail = api.logs(cid, tail=5).decode(errors="replace").strip()
+                oom = " (OOM-killed)" if state.get("OOMKilled") else ""
+                raise RuntimeDriverError(
+                    f"the agent exited at once with code {state.get('ExitCode')}{oom}"
+                    + (f"; its last output: {tail}" if tail else "")
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeDriverError(f"container not running after {_RUNNING_DEADLINE:g}s")
+            time.sleep(0.02)
+
+    def _rollback(self, created: list[tuple[str, str]], restart: list[Container]) -> None:
+        for kind, ident in reversed(created):
+            with contextlib.suppress(docker.errors.DockerException):
+                if kind == "container":
+                    self.client.api.remove_container(ident, force=True)
+                elif kind == "network":
+                    self.client.networks.get(ident).remove()
+                elif kind == "volume":
+                    self.client.volumes.get(ident).remove(force=True)
+        for p in restart:
+            with contextlib.suppress(docker.errors.DockerException):
+                p.start()
+
+
+def _labels(key: CellKey, role: str | None) -> list[str]:
+    out = [f"{LABEL_TENANT}={key[0]}", f"{LABEL_CELL}={key[1]}"]
+    if role:
+        out.append(f"{LABEL_ROLE}={role}")
+    return out
+
+
+def _observed_container(c: dict[str, Any]) -> ObservedContainer:
+    labels = c.get("Labels") or {}
+    nets = ((c.get("NetworkSettings") or {}).get("Networks") or {}).values()
+    ip = next((n.get("IPAddress") for n in nets if n.get("IPAddress")), "")
+    status = str(c.get("Status") or "")
+    exit_code = 0
+    if status.startswith("Exited ("):
+        with contextlib.suppress(ValueError):
+            exit_code = int(status[len("Exited (") :].split(")", maxsplit=1)[0])
+    try:
+        generation = int(labels.get(LABEL_GENERATION, "0"))
+    except ValueError:
+        generation = 0
+    return ObservedContainer(
+        id=c["Id"],
+        name=(c.get("Names") or ["/?"])[0].lstrip("/"),
+        role=labels.get(LABEL_ROLE, ""),
+        state=str(c.get("State") or ""),
+        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+        generation=generation,
+        exit_code=exit_code,
+        ip=ip or "",
+    )
+
+
+def _explain(e: BaseException) -> str:
+    if isinstance(e, docker.errors.APIError):
+        return str(e.explanation or e)
+    return str(e)
