@@ -2,40 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-AGENTCELL = [sys.executable, "-m", "agentcell.cli.main"]
-TEST_POOL = "10.214.0.0/16"
-DEMO_IMAGE = "agentcell/demo-agent:latest"
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> object:
-    """Poll ``cond`` until it returns something truthy; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from livecell import DEMO_IMAGE, Server, free_port
 
 
 @pytest.fixture(scope="session")
@@ -46,69 +19,6 @@ def docker_client():  # type: ignore[no-untyped-def]
     client.ping()
     client.images.get(DEMO_IMAGE)  # built by `make test` (agentcell images build)
     return client
-
-
-@dataclass
-class Server:
-    """A real `agentcell serve` process on a free port with its own state directory."""
-
-    url: str
-    state_dir: Path
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-    log: Path | None = None
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "AGENTCELL_URL": self.url, "AGENTCELL_STATE_DIR": str(self.state_dir)}
-
-    def start(self) -> None:
-        self.log = self.state_dir / "serve.log"
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [*AGENTCELL, "serve", "--port", str(self.port), "--state-dir", str(self.state_dir),
-             "--subnet-pool", TEST_POOL],
-            stdout=out, stderr=subprocess.STDOUT, env=self.env(),
-        )
-        import httpx
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(f"agentcell serve exited: {self.log_text()}")
-            try:
-                return httpx.get(f"{self.url}/v1/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 20, "agentcell serve to answer")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log else ""
-
-    def cli(self, *args: str, check: bool = False, timeout: float = 180,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*AGENTCELL, *args], capture_output=True, text=True,
-                              env=self.env(), timeout=timeout, input=input)
-        if check and proc.returncode != 0:
-            pytest.fail(f"agentcell {' '.join(args)} exited {proc.returncode}:\n"
-                        f"{proc.stdout}\n{proc.stderr}\nserver log:\n{self.log_text()}")
-        return proc
-
-    def token(self) -> str:
-        return (self.state_dir / "admin.token").read_text().strip()
 
 
 def _cleanup_tenant(client, tenant: str) -> None:  # type: ignore[no-untyped-def]
@@ -137,20 +47,3 @@ def server(tmp_path: Path, docker_client) -> Iterator[Server]:  # type: ignore[n
     srv.start()
     yield srv
     srv.stop()
-
-
-def spec_text(tenant: str, cell: str = "agent", **spec: object) -> str:
-    """A Tenant document and one Agent document running the demo image."""
-    import yaml
-
-    agent_spec: dict[str, object] = {"image": DEMO_IMAGE,
-                                     "health": {"http": {"port": 8080, "path": "/healthz"},
-                                                "interval": "2s", "timeout": "1s"}}
-    agent_spec.update(spec)
-    docs = [
-        {"apiVersion": "agentcell/v1", "kind": "Tenant", "metadata": {"name": tenant},
-         "spec": {"quota": {"agents": 20, "cpus": 20, "memory": "20Gi"}}},
-        {"apiVersion": "agentcell/v1", "kind": "Agent",
-         "metadata": {"name": cell, "tenant": tenant}, "spec": agent_spec},
-    ]
-    return yaml.safe_dump_all(docs, sort_keys=False)

@@ -28,8 +28,9 @@ app = typer.Typer(
 )
 images_app = typer.Typer(no_args_is_help=True, help="Build the images agentcell needs.")
 app.add_typer(images_app, name="images")
-out = Console()
-err = Console(stderr=True)
+# Piped output is not cut at 80 columns: tables stay one row per cell for grep and scripts.
+out = Console(width=None if sys.stdout.isatty() else 240)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 UrlOpt = Annotated[
     str | None, typer.Option("--url", envvar="AGENTCELL_URL", help="control plane URL")
@@ -185,8 +186,8 @@ def _wait_ready(client: Client, c: dict[str, Any], timeout: float) -> bool:
             version = st["version"]
             status.update(f"{ref}: {st['state']} — {st['reason']}")
             current = st["observed_generation"] >= c["generation"]
-            if st["state"] == "failed" and (
-                st["failed_generation"] >= c["generation"] or not c["changed"]
+            if st["failed_generation"] >= c["generation"] or (
+                st["state"] == "failed" and not c["changed"]
             ):
                 err.print(f"[red]✗[/red] {ref}: deploy failed: {st['reason']}", highlight=False)
                 return False
@@ -220,8 +221,9 @@ def ps(
         sys.stdout.write(json.dumps(cells, indent=2) + "\n")
         return
     table = Table(box=None, header_style="bold")
-    for col in ("TENANT", "CELL", "STATE", "HEALTH", "IMAGE", "AGE", "LIMITS", "REASON"):
-        table.add_column(col, overflow="fold")
+    for col in ("TENANT", "CELL", "STATE", "HEALTH", "IMAGE", "AGE", "LIMITS"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("REASON", overflow="ellipsis", no_wrap=True, max_width=60)
     for c in cells:
         lim = c["limits"]
         table.add_row(

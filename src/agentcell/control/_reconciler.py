@@ -138,11 +138,15 @@ class Reconciler:
                 self._health.forget(key)
             return
         st = self.store.status(key)
+        agent = have.agent if have else None
         if st.failed_generation == want.generation:
-            if st.state != "failed":
+            # A failed replacement leaves the previous generation running: say both.
+            old_runs = agent is not None and agent.state == "running"
+            if old_runs and st.state != "running":
+                self.store.set_status(key, state="running", observed_generation=agent.generation)
+            elif not old_runs and st.state != "failed":
                 self.store.set_status(key, state="failed")
             return
-        agent = have.agent if have else None
         if agent is not None and agent.state == "running" and st.state not in ("deploying",):
             changes: dict[str, object] = {
                 "state": "running",
@@ -199,8 +203,13 @@ class Reconciler:
             def step(name: str) -> None:
                 self.store.set_status(key, reason=f"{action.reason}: {name}")
 
+            health = want.agent.spec.health
+
+            def ready(ip: str) -> tuple[bool, str]:
+                return self._check_health(key, want, ip)
+
             try:
-                outcome = self.driver.deploy(want, step)
+                outcome = self.driver.deploy(want, step, ready if health else None)
             except DeployStepError as e:
                 self.store.set_status(
                     key, state="failed", reason=str(e), failed_generation=want.generation
@@ -315,7 +324,8 @@ class Reconciler:
                         pool.submit(self._probe_one, key, want, st.ip)
                 self._stop.wait(0.05)
 
-    def _probe_one(self, key: CellKey, want: DesiredCell, ip: str) -> None:
+    def _check_health(self, key: CellKey, want: DesiredCell, ip: str) -> tuple[bool, str]:
+        """One probe of the cell's health check: (passed, what happened)."""
         health = want.agent.spec.health
         assert health is not None
         if health.exec is not None:
@@ -331,6 +341,12 @@ class Reconciler:
                 ok, what = False, f"exec: {e}"
         else:
             ok, what = probe(health, ip)
+        return ok, what
+
+    def _probe_one(self, key: CellKey, want: DesiredCell, ip: str) -> None:
+        health = want.agent.spec.health
+        assert health is not None
+        ok, what = self._check_health(key, want, ip)
         verdict = self._health.record(
             key,
             ok,

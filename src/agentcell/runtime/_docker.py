@@ -30,6 +30,8 @@ __all__ = ["DeployOutcome", "DockerDriver", "cell_names"]
 
 _STOP_TIMEOUT = 5
 _RUNNING_DEADLINE = 15.0
+_SETTLE_SECONDS = 0.5
+"""Without a health check, a new agent must stay up this long to count as deployed."""
 
 
 def cell_names(tenant: str, cell: str, generation: int, *, workspace: bool) -> CellNames:
@@ -128,11 +130,18 @@ class DockerDriver:
 
     # -- acting ------------------------------------------------------------------------------
 
-    def deploy(self, want: DesiredCell, step: Callable[[str], None]) -> DeployOutcome:
+    def deploy(
+        self,
+        want: DesiredCell,
+        step: Callable[[str], None],
+        ready: Callable[[str], tuple[bool, str]] | None = None,
+    ) -> DeployOutcome:
         """Make the cell match ``want``; all or nothing.
 
-        On failure everything this call created is removed, a replaced container is
-        started again, and DeployStepError names the step.
+        ``ready(ip)`` is one health probe; the new container must pass it (or, without
+        one, stay up for a moment) before the previous container is removed. On failure
+        everything this call created is removed, a replaced container is started again,
+        and DeployStepError names the step.
         """
         agent = want.agent
         key = want.key
@@ -214,6 +223,10 @@ class DockerDriver:
             step(current)
             self.client.api.start(cid)
             self._wait_running(cid)
+
+            current = "wait until ready"
+            step(current)
+            self._wait_ready(cid, network, ready, self._ready_budget(want))
 
             if previous:
                 current = "remove previous container"
@@ -368,6 +381,49 @@ class DockerDriver:
                 )
             if time.monotonic() > deadline:
                 raise RuntimeDriverError(f"container not running after {_RUNNING_DEADLINE:g}s")
+            time.sleep(0.02)
+
+    @staticmethod
+    def _ready_budget(want: DesiredCell) -> float:
+        health = want.agent.spec.health
+        if health is None:
+            return _SETTLE_SECONDS
+        return min(health.start_period + health.interval * health.retries, 300.0)
+
+    def _wait_ready(
+        self,
+        cid: str,
+        network: str,
+        ready: Callable[[str], tuple[bool, str]] | None,
+        budget: float,
+    ) -> None:
+        """Until the health probe passes (or, without one, the agent stays up a moment)."""
+        api = self.client.api
+        started = time.monotonic()
+        what = "no probe answered yet"
+        while True:
+            attrs = api.inspect_container(cid)
+            state = attrs["State"]
+            if not state.get("Running"):
+                tail = api.logs(cid, tail=5).decode(errors="replace").strip()
+                oom = " (OOM-killed)" if state.get("OOMKilled") else ""
+                raise RuntimeDriverError(
+                    f"the agent exited at once with code {state.get('ExitCode')}{oom}"
+                    + (f"; its last output: {tail}" if tail else "")
+                )
+            elapsed = time.monotonic() - started
+            if ready is None:
+                if elapsed >= budget:
+                    return
+            else:
+                ip = attrs["NetworkSettings"]["Networks"].get(network, {}).get("IPAddress", "")
+                ok, what = ready(ip)
+                if ok:
+                    return
+                if elapsed >= budget:
+                    raise RuntimeDriverError(
+                        f"the health check did not pass within {budget:g}s: {what}"
+                    )
             time.sleep(0.02)
 
     def _rollback(self, created: list[tuple[str, str]], restart: list[Container]) -> None:

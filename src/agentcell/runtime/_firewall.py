@@ -27,7 +27,7 @@ def jump_rule(pool: str) -> list[str]:
 def chain_rules() -> list[list[str]]:
     """Our chain, in order: replies to host-opened connections pass, the rest is dropped."""
     return [
-        [CHAIN, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"],
+        [CHAIN, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"],
         [CHAIN, "-j", "DROP"],
     ]
 
