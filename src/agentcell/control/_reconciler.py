@@ -142,7 +142,7 @@ class Reconciler:
         if st.failed_generation == want.generation:
             # A failed replacement leaves the previous generation running: say both.
             old_runs = agent is not None and agent.state == "running"
-            if old_runs and st.state != "running":
+            if agent is not None and old_runs and st.state != "running":
                 self.store.set_status(key, state="running", observed_generation=agent.generation)
             elif not old_runs and st.state != "failed":
                 self.store.set_status(key, state="failed")
