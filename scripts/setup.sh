@@ -79,7 +79,28 @@ else
   fi
 fi
 
-# --- 2. Python virtualenv ---------------------------------------------------------------------
+# --- 2. The engine's default seccomp profile ------------------------------------------------
+# Cells run under the engine's own default profile minus ptrace (agentcell derives it at
+# start). Debian ships that profile in the engine's source package; take just the file.
+PROFILE=/usr/local/share/agentcell/engine-seccomp.json
+if [ -s "$PROFILE" ]; then
+  say "engine seccomp profile at $PROFILE — skipping"
+elif [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+  say "warning: cannot fetch the engine's seccomp profile (needs root and apt); cells will use the engine's default, which allows ptrace"
+else
+  tmp=$(mktemp -d)
+  say "fetching the engine's default seccomp profile from Debian's golang-github-docker-docker-dev into $PROFILE"
+  if [ "$apt_updated" -eq 0 ] && ! apt-cache show golang-github-docker-docker-dev >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    apt_updated=1
+  fi
+  (cd "$tmp" && apt-get download -q golang-github-docker-docker-dev >/dev/null)
+  dpkg-deb -x "$tmp"/golang-github-docker-docker-dev_*.deb "$tmp/x"
+  install -D -m 0644 "$tmp/x/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json" "$PROFILE"
+  rm -rf "$tmp"
+fi
+
+# --- 3. Python virtualenv ---------------------------------------------------------------------
 if [ -x .venv/bin/python ]; then
   say ".venv exists — skipping python3 -m venv"
 else

@@ -84,6 +84,10 @@ def serve(
         str, typer.Option(help="IPv4 pool cell networks are cut from")
     ] = "10.213.0.0/16",
     subnet_size: Annotated[int, typer.Option(help="prefix length of each cell's network")] = 27,
+    seccomp_base: Annotated[
+        Path | None,
+        typer.Option(help="the engine's default seccomp profile (JSON) to derive cells' from"),
+    ] = None,
 ) -> None:
     """Run the control plane: REST API, reconciler and health probes."""
     import logging
@@ -98,10 +102,11 @@ def serve(
     directory = state_dir or default_state_dir()
     try:
         parse_pool(subnet_pool, subnet_size)
-        plane = ControlPlane(PlaneConfig(directory, subnet_pool, subnet_size))
+        plane = ControlPlane(PlaneConfig(directory, subnet_pool, subnet_size, seccomp_base))
     except AgentcellError as e:
         _fail(str(e))
     plane.start()
+    err.print(f"agentcell serve: seccomp {plane.seccomp_note}", highlight=False, soft_wrap=True)
     err.print(
         f"agentcell serve: http://{host}:{port}  state {directory}  "
         f"token {directory / 'admin.token'}",
@@ -280,6 +285,7 @@ def status(
         ),
         ("network", f"{c['subnet']} internal, ip {c['ip'] or '-'}"),
         ("container", (c.get("container") or {}).get("name", "-")),
+        ("seccomp", c.get("seccomp", "-")),
     ]
     for k, v in rows:
         out.print(f"[bold]{k:>10}[/bold]  {v}", highlight=False)

@@ -14,7 +14,7 @@ from agentcell.control._store import AuditRecord, CellStatus, Store
 from agentcell.errors import ConflictError, NotFoundError, RuntimeDriverError
 from agentcell.plan import CellKey, check_quota, spec_hash
 from agentcell.policy import check_container
-from agentcell.runtime import DockerDriver, Firewall
+from agentcell.runtime import DockerDriver, Firewall, cell_seccomp_profile
 from agentcell.spec import Agent, Tenant, load_text
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ class PlaneConfig:
     state_dir: Path
     subnet_pool: str = "10.213.0.0/16"
     subnet_prefix: int = 27
+    seccomp_base: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class ControlPlane:
         self.config = config
         self.token = ensure_admin_token(config.state_dir)
         self.store = Store(config.state_dir / "agentcell.db")
-        self.driver = driver or DockerDriver()
+        self.seccomp, self.seccomp_note = cell_seccomp_profile(config.seccomp_base)
+        self.driver = driver or DockerDriver(seccomp=self.seccomp)
         self.firewall = Firewall(config.subnet_pool)
         self.reconciler = Reconciler(
             self.store,
@@ -182,8 +184,11 @@ class ControlPlane:
             network = (attrs.get("HostConfig") or {}).get("NetworkMode", "")
             out["hardening"] = [
                 {"property": d.rule, "ok": d.allow, "reason": d.reason}
-                for d in check_container(attrs, network=network)
+                for d in check_container(
+                    attrs, network=network, strict_seccomp=self.seccomp is not None
+                )
             ]
+            out["seccomp"] = self.seccomp_note
             out["container"] = {
                 "id": attrs["Id"],
                 "name": attrs["Name"].lstrip("/"),

@@ -15,8 +15,10 @@ from agentcell.policy._hardening import (
     check_container,
     container_body,
 )
+from agentcell.policy._seccomp import DENIED_SYSCALLS, profile_allows, stricter_seccomp
 
 __all__ = [
+    "DENIED_SYSCALLS",
     "LABEL_CELL",
     "LABEL_GENERATION",
     "LABEL_ROLE",
@@ -30,4 +32,6 @@ __all__ = [
     "Decision",
     "check_container",
     "container_body",
+    "profile_allows",
+    "stricter_seccomp",
 ]

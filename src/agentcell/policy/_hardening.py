@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentcell.policy._decision import Decision
+from agentcell.policy._seccomp import DENIED_SYSCALLS, profile_allows
 from agentcell.spec import Agent
 
 __all__ = [
@@ -35,7 +36,7 @@ LABEL_ROLE = "agentcell.role"
 LABEL_SPEC_HASH = "agentcell.spec-hash"
 LABEL_GENERATION = "agentcell.generation"
 
-PROFILE_VERSION = "1"
+PROFILE_VERSION = "2"
 """Bumped whenever ``container_body`` changes, so running cells are replaced on upgrade."""
 WORKSPACE_PATH = "/workspace"
 TMP_TMPFS_SIZE = 64 * 1024**2
@@ -53,9 +54,18 @@ class CellNames:
 
 
 def container_body(
-    agent: Agent, *, names: CellNames, spec_hash: str, generation: int
+    agent: Agent,
+    *,
+    names: CellNames,
+    spec_hash: str,
+    generation: int,
+    seccomp: str | None = None,
 ) -> dict[str, Any]:
-    """The Engine API ``POST /containers/create`` body of a cell's agent container."""
+    """The Engine API ``POST /containers/create`` body of a cell's agent container.
+
+    ``seccomp`` is a profile as JSON text (see ``stricter_seccomp``); None keeps the
+    engine's default profile. Never unconfined.
+    """
     spec = agent.spec
     uid, gid = spec.user.split(":")
     labels = {
@@ -88,7 +98,8 @@ def container_body(
         "Binds": [],
         "CapDrop": ["ALL"],
         "CapAdd": [],
-        "SecurityOpt": ["no-new-privileges:true"],
+        "SecurityOpt": ["no-new-privileges:true"]
+        + ([f"seccomp={seccomp}"] if seccomp is not None else []),
         "Privileged": False,
         "PidsLimit": spec.resources.pids,
         "Memory": spec.resources.memory,
@@ -124,10 +135,13 @@ def container_body(
     return body
 
 
-def check_container(attrs: Mapping[str, Any], *, network: str) -> list[Decision]:
+def check_container(
+    attrs: Mapping[str, Any], *, network: str, strict_seccomp: bool = False
+) -> list[Decision]:
     """Every hardening property of an inspected container, each allowed or denied with a reason.
 
-    ``attrs`` is the engine's ``GET /containers/{id}/json``; ``network`` the cell's network name.
+    ``attrs`` is the engine's ``GET /containers/{id}/json``; ``network`` the cell's network
+    name; ``strict_seccomp`` whether the cell's profile must refuse ptrace.
     """
     hc: Mapping[str, Any] = attrs.get("HostConfig") or {}
     cfg: Mapping[str, Any] = attrs.get("Config") or {}
@@ -140,7 +154,15 @@ def check_container(attrs: Mapping[str, Any], *, network: str) -> list[Decision]
     def check(ok: bool, good: str, bad: str) -> Decision:
         return Decision(ok, good if ok else bad, rule=good)
 
+    profiles = [s.partition("=")[2] for s in security if s.startswith("seccomp=")]
+    extra = []
+    if strict_seccomp:
+        refuses = bool(profiles) and not any(
+            profile_allows(p, name) for p in profiles for name in DENIED_SYSCALLS
+        )
+        extra.append(check(refuses, "seccomp refuses ptrace", "seccomp allows ptrace"))
     return [
+        *extra,
         check(
             bool(user) and all(p.isdigit() and int(p) != 0 for p in ids),
             "runs as a non-root user",
@@ -219,3 +241,10 @@ def check_container(attrs: Mapping[str, Any], *, network: str) -> list[Decision]
             "sysctls or a cgroup parent are set",
         ),
     ]
+
+
+def _unconfined(opt: str) -> bool:
+    key, _, value = opt.replace(":", "=", 1).partition("=")
+    if key in ("seccomp", "apparmor") and value == "unconfined":
+        return True
+    return key == "label" and value == "disable"

@@ -3,13 +3,16 @@
 from agentcell.runtime._docker import DeployOutcome, DockerDriver, cell_names
 from agentcell.runtime._firewall import CHAIN, Firewall, chain_rules, jump_rule
 from agentcell.runtime._probe import probe
+from agentcell.runtime._seccomp import ENGINE_PROFILE_PATHS, cell_seccomp_profile
 
 __all__ = [
     "CHAIN",
+    "ENGINE_PROFILE_PATHS",
     "DeployOutcome",
     "DockerDriver",
     "Firewall",
     "cell_names",
+    "cell_seccomp_profile",
     "chain_rules",
     "jump_rule",
     "probe",

@@ -56,7 +56,11 @@ class DeployOutcome:
 class DockerDriver:
     """One engine connection. Thread-safe as the docker SDK's client is."""
 
-    def __init__(self, client: docker.DockerClient | None = None) -> None:
+    def __init__(
+        self, client: docker.DockerClient | None = None, *, seccomp: str | None = None
+    ) -> None:
+        self.seccomp = seccomp
+        """The cells' seccomp profile as JSON text; None keeps the engine's default."""
         try:
             self.client = client or docker.from_env(timeout=60)
             self.client.ping()
@@ -197,7 +201,11 @@ class DockerDriver:
                 stale.remove(force=True)
                 previous = [p for p in previous if p.id != stale.id]
             body = container_body(
-                agent, names=names, spec_hash=want.spec_hash, generation=want.generation
+                agent,
+                names=names,
+                spec_hash=want.spec_hash,
+                generation=want.generation,
+                seccomp=self.seccomp,
             )
             cid = self.client.api.create_container_from_config(body, name=names.container)["Id"]
             created.append(("container", cid))
@@ -205,7 +213,8 @@ class DockerDriver:
             current = "verify hardening"
             step(current)
             attrs = self.client.api.inspect_container(cid)
-            bad = [d.reason for d in check_container(attrs, network=network) if not d.allow]
+            checks = check_container(attrs, network=network, strict_seccomp=bool(self.seccomp))
+            bad = [d.reason for d in checks if not d.allow]
             if bad:
                 raise RuntimeDriverError(
                     "the engine did not apply the hardening: " + "; ".join(bad)
