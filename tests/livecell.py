@@ -46,9 +46,16 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    pool: str = TEST_POOL
+    extra_env: dict[str, str] | None = None
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "AGENTCELL_URL": self.url, "AGENTCELL_STATE_DIR": str(self.state_dir)}
+        return {
+            **os.environ,
+            "AGENTCELL_URL": self.url,
+            "AGENTCELL_STATE_DIR": str(self.state_dir),
+            **(self.extra_env or {}),
+        }
 
     def start(self) -> None:
         self.log = self.state_dir / "serve.log"

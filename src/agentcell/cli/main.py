@@ -88,6 +88,10 @@ def serve(
         Path | None,
         typer.Option(help="the engine's default seccomp profile (JSON) to derive cells' from"),
     ] = None,
+    iptables: Annotated[
+        str | None,
+        typer.Option(envvar="AGENTCELL_IPTABLES", help="the iptables command to use"),
+    ] = None,
 ) -> None:
     """Run the control plane: REST API, reconciler and health probes."""
     import logging
@@ -102,7 +106,7 @@ def serve(
     directory = state_dir or default_state_dir()
     try:
         parse_pool(subnet_pool, subnet_size)
-        plane = ControlPlane(PlaneConfig(directory, subnet_pool, subnet_size, seccomp_base))
+        plane = ControlPlane(PlaneConfig(directory, subnet_pool, subnet_size, seccomp_base, iptables))
     except AgentcellError as e:
         _fail(str(e))
     plane.start()

@@ -29,6 +29,7 @@ class PlaneConfig:
     subnet_pool: str = "10.213.0.0/16"
     subnet_prefix: int = 27
     seccomp_base: Path | None = None
+    iptables: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class ControlPlane:
         self.store = Store(config.state_dir / "agentcell.db")
         self.seccomp, self.seccomp_note = cell_seccomp_profile(config.seccomp_base)
         self.driver = driver or DockerDriver(seccomp=self.seccomp)
-        self.firewall = Firewall(config.subnet_pool)
+        self.firewall = Firewall(config.subnet_pool, iptables=config.iptables)
         self.reconciler = Reconciler(
             self.store,
             self.driver,

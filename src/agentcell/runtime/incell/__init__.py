@@ -1,0 +1,1 @@
+"""Scripts that agentcell runs inside a cell; standard library only, no agentcell imports."""
