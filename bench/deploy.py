@@ -30,7 +30,7 @@ import httpx
 
 from agentcell.plan import spec_hash
 from agentcell.policy import CellNames, container_body
-from agentcell.spec import load_text
+from agentcell.spec import Agent, load_text
 
 IMAGE = "agentcell/demo-agent:latest"
 POOL = "10.215.0.0/16"
@@ -72,21 +72,30 @@ def pct(values: list[float], p: float) -> float:
 def bare_runs(client: docker.DockerClient, runs: int, tenant: str) -> list[float]:
     """The floor: create + start the same hardened container, wait for /healthz."""
     net = client.networks.create(
-        f"bench-{tenant}", internal=True, labels={"agentcell.bench": tenant},
+        f"bench-{tenant}",
+        internal=True,
+        labels={"agentcell.bench": tenant},
         ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.216.0.0/24")]),
     )
     agent = load_text(spec(tenant, "bare"))[1]
+    assert isinstance(agent, Agent)
     times = []
     try:
         for i in range(runs):
             names = CellNames(container=f"bench-{tenant}-{i}", network=net.name, volume=None)
-            body = container_body(agent, names=names, spec_hash=spec_hash(agent),  # type: ignore[arg-type]
-                                  generation=1)
+            body = container_body(
+                agent,
+                names=names,
+                spec_hash=spec_hash(agent),
+                generation=1,
+            )
             body["Labels"] = {"agentcell.bench": tenant}
             t0 = time.perf_counter()
             cid = client.api.create_container_from_config(body, name=names.container)["Id"]
             client.api.start(cid)
-            ip = client.api.inspect_container(cid)["NetworkSettings"]["Networks"][net.name]["IPAddress"]
+            ip = client.api.inspect_container(cid)["NetworkSettings"]["Networks"][net.name][
+                "IPAddress"
+            ]
             while not healthy(ip):
                 time.sleep(0.005)
             times.append(time.perf_counter() - t0)
@@ -107,8 +116,9 @@ def cell_runs(url: str, token: str, runs: int, tenant: str) -> list[float]:
             res.raise_for_status()
             version = 0
             while True:
-                st = api.get(f"/v1/cells/{tenant}/{name}/wait",
-                             params={"after": version, "timeout": 30}).json()
+                st = api.get(
+                    f"/v1/cells/{tenant}/{name}/wait", params={"after": version, "timeout": 30}
+                ).json()
                 version = st["version"]
                 if st["state"] == "running" and st["health"] == "healthy":
                     break
@@ -117,8 +127,9 @@ def cell_runs(url: str, token: str, runs: int, tenant: str) -> list[float]:
             times.append(time.perf_counter() - t0)
             api.delete(f"/v1/cells/{tenant}/{name}").raise_for_status()
             while True:
-                st = api.get(f"/v1/cells/{tenant}/{name}/wait",
-                             params={"after": version, "timeout": 30}).json()
+                st = api.get(
+                    f"/v1/cells/{tenant}/{name}/wait", params={"after": version, "timeout": 30}
+                ).json()
                 if st["gone"]:
                     break
                 version = st["version"]
@@ -138,9 +149,20 @@ def main() -> None:
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "agentcell.cli.main", "serve", "--port", str(port),
-         "--state-dir", str(state), "--subnet-pool", POOL],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "agentcell.cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state),
+            "--subnet-pool",
+            POOL,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 20
@@ -167,8 +189,10 @@ def main() -> None:
             c.remove(force=True)
     result = {
         "runs": len(cell),
-        "bare_p50": statistics.median(bare), "bare_p95": pct(bare, 95),
-        "cell_p50": statistics.median(cell), "cell_p95": pct(cell, 95),
+        "bare_p50": statistics.median(bare),
+        "bare_p95": pct(bare, 95),
+        "cell_p50": statistics.median(cell),
+        "cell_p95": pct(cell, 95),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.release()}",
         "engine": client.version()["Version"],
     }
@@ -177,10 +201,14 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     (out / "deploy.json").write_text(json.dumps(result, indent=2))
     print(f"runs: {result['runs']} each, engine {result['engine']}, {result['machine']}")
-    print(f"bare docker create+start until healthy: p50 {result['bare_p50']*1000:.0f} ms, "
-          f"p95 {result['bare_p95']*1000:.0f} ms")
-    print(f"cell deploy via API until healthy:       p50 {result['cell_p50']*1000:.0f} ms, "
-          f"p95 {result['cell_p95']*1000:.0f} ms")
+    print(
+        f"bare docker create+start until healthy: p50 {result['bare_p50'] * 1000:.0f} ms, "
+        f"p95 {result['bare_p95'] * 1000:.0f} ms"
+    )
+    print(
+        f"cell deploy via API until healthy:       p50 {result['cell_p50'] * 1000:.0f} ms, "
+        f"p95 {result['cell_p95'] * 1000:.0f} ms"
+    )
     print(f"ratio cell/bare p50: {result['ratio_p50']:.2f}")
 
 

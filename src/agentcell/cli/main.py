@@ -106,7 +106,9 @@ def serve(
     directory = state_dir or default_state_dir()
     try:
         parse_pool(subnet_pool, subnet_size)
-        plane = ControlPlane(PlaneConfig(directory, subnet_pool, subnet_size, seccomp_base, iptables))
+        plane = ControlPlane(
+            PlaneConfig(directory, subnet_pool, subnet_size, seccomp_base, iptables)
+        )
     except AgentcellError as e:
         _fail(str(e))
     plane.start()
