@@ -16,6 +16,7 @@ def ensure_admin_token(state_dir: Path) -> str:
     """Read the admin token, creating it (mode 0600) on first start."""
     path = state_dir / TOKEN_FILE
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(state_dir, 0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -34,8 +35,9 @@ def check_token(presented: str | None, expected: str) -> str | None:
     """None if ``presented`` is the token; otherwise the fixed-phrase reason for refusing."""
     if not presented:
         return "missing token"
-    if not presented.startswith("Bearer "):
+    scheme, space, credential = presented.partition(" ")
+    if scheme.lower() != "bearer" or not space:  # the scheme is case-insensitive
         return "malformed authorization header"
-    if not hmac.compare_digest(presented[len("Bearer ") :].encode(), expected.encode()):
+    if not expected or not hmac.compare_digest(credential.encode(), expected.encode()):
         return "invalid token"
     return None

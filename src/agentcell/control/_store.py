@@ -138,7 +138,7 @@ class Store:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
-            except sqlite3.OperationalError as e:
+            except sqlite3.Error as e:
                 raise StoreError(f"state store {self.path}: {e}") from None
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -148,7 +148,7 @@ def check_container(
     nets: Mapping[str, Any] = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
     user = str(cfg.get("User") or "")
     ids = user.split(":")
-    security = [str(s) for s in hc.get("SecurityOpt") or []]
+    security = [_normal_opt(str(s)) for s in hc.get("SecurityOpt") or []]
     mounts = attrs.get("Mounts") or []
 
     def check(ok: bool, good: str, bad: str) -> Decision:
@@ -179,12 +179,15 @@ def check_container(
             "capabilities are not all dropped",
         ),
         check(
-            any(s in ("no-new-privileges", "no-new-privileges:true") for s in security),
+            any(s in ("no-new-privileges", "no-new-privileges=true") for s in security),
             "no-new-privileges is set",
             "no-new-privileges is missing",
         ),
         check(
-            not any("unconfined" in s or s == "label=disable" for s in security),
+            # systempaths=unconfined reaches the engine as empty Masked/ReadonlyPaths.
+            not any(_unconfined(s) for s in security)
+            and hc.get("MaskedPaths") != []
+            and hc.get("ReadonlyPaths") != [],
             "seccomp and LSM profiles confined",
             "a security profile is unconfined",
         ),
@@ -243,8 +246,17 @@ def check_container(
     ]
 
 
+def _normal_opt(opt: str) -> str:
+    """One spelling per security option: ``key=value`` (the engine also takes ``key:value``)."""
+    if opt == "disable":
+        return "label=disable"
+    if "=" not in opt and ":" in opt:
+        return opt.replace(":", "=", 1)
+    return opt
+
+
 def _unconfined(opt: str) -> bool:
-    key, _, value = opt.replace(":", "=", 1).partition("=")
-    if key in ("seccomp", "apparmor") and value == "unconfined":
+    key, _, value = opt.partition("=")
+    if value == "unconfined":  # seccomp, apparmor, systempaths
         return True
     return key == "label" and value == "disable"

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from agentcell.errors import SpecError, SpecIssue
-from agentcell.spec._models import API_VERSION, Agent, Tenant, unsupported
+from agentcell.spec._models import API_VERSION, Agent, LocatedError, Tenant, unsupported
 
 __all__ = ["Document", "load_file", "load_text"]
 
@@ -44,10 +44,11 @@ def load_text(text: str, *, source: str = "<spec>") -> list[Document]:
     seen: dict[tuple[str, str | None, str], int] = {}
     index = 0
     for index, node in _compose(text, source, issues):
-        if node is None:
-            continue
-        lines: dict[Path_, int] = {}
-        data = _convert(node, (), lines, issues, source, index)
+        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
+            continue  # an empty document, e.g. after a trailing '---'
+        converter = _Converter(source, index, issues)
+        data = converter.convert(node)
+        lines = converter.lines
         doc = _validate(data, lines, source, index, issues)
         if doc is None:
             continue
@@ -100,48 +101,61 @@ def _compose(text: str, source: str, issues: list[SpecIssue]) -> Iterator[tuple[
         issues.append(SpecIssue(source, index + 1, None, "", f"not valid YAML: {e}"))
 
 
-_SCALARS = yaml.SafeLoader("")
+_NULL = "tag:yaml.org,2002:null"
 
 
-def _convert(
-    node: Any, path: Path_, lines: dict[Path_, int], issues: list[SpecIssue], source: str, doc: int
-) -> Any:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                issues.append(
-                    SpecIssue(
-                        source,
-                        doc,
-                        key_node.start_mark.line + 1,
-                        _dotted(path),
-                        "keys must be plain strings",
-                    )
-                )
-                continue
-            key = _SCALARS.construct_object(key_node)
-            key = key if isinstance(key, str) else str(key)
-            if key in out:
-                issues.append(
-                    SpecIssue(
-                        source,
-                        doc,
-                        key_node.start_mark.line + 1,
-                        _dotted((*path, key)),
-                        "duplicate key",
-                    )
-                )
-                continue
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            out[key] = _convert(value_node, (*path, key), lines, issues, source, doc)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _convert(v, (*path, i), lines, issues, source, doc) for i, v in enumerate(node.value)
-        ]
-    return _SCALARS.construct_object(node)
+class _Converter:
+    """Nodes to plain data for one document, recording each path's line as it goes.
+
+    A fresh constructor per document (nothing is kept between loads); anchors and
+    aliases are refused, which also stops alias expansion bombs.
+    """
+
+    def __init__(self, source: str, doc: int, issues: list[SpecIssue]) -> None:
+        self.source = source
+        self.doc = doc
+        self.issues = issues
+        self.lines: dict[Path_, int] = {}
+        self._constructor = yaml.constructor.SafeConstructor()
+        self._seen: set[int] = set()
+
+    def _issue(self, node: Any, path: Path_, message: str) -> None:
+        self.issues.append(
+            SpecIssue(self.source, self.doc, node.start_mark.line + 1, _dotted(path), message)
+        )
+
+    def _scalar(self, node: Any, path: Path_) -> tuple[bool, Any]:
+        try:
+            return True, self._constructor.construct_object(node)
+        except yaml.YAMLError as e:
+            self._issue(node, path, f"not valid YAML: {getattr(e, 'problem', None) or e}")
+            return False, None
+
+    def convert(self, node: Any, path: Path_ = ()) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in self._seen:
+            self._issue(node, path, "anchors and aliases are not supported; write the value out")
+            return None
+        self._seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self._issue(key_node, path, "keys must be plain strings")
+                    continue
+                ok, key = self._scalar(key_node, path)
+                if not ok:
+                    continue
+                key = key if isinstance(key, str) else str(key)
+                if key in out:
+                    self._issue(key_node, (*path, key), "duplicate key")
+                    continue
+                self.lines[(*path, key)] = key_node.start_mark.line + 1
+                out[key] = self.convert(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(v, (*path, i)) for i, v in enumerate(node.value)]
+        return self._scalar(node, path)[1]
 
 
 def _dotted(path: typing.Sequence[str | int]) -> str:
@@ -183,6 +197,9 @@ def _validate(
     except ValidationError as e:
         for err in e.errors():
             loc = tuple(err["loc"])
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, LocatedError):
+                loc = (*loc, *cause.loc)
             issue(loc, _message(model, loc, err))
         return None
     for field, why in unsupported(doc_model):

@@ -35,6 +35,7 @@ __all__ = [
     "ExecProbe",
     "Health",
     "HttpProbe",
+    "LocatedError",
     "Metadata",
     "Resources",
     "Restart",
@@ -64,6 +65,14 @@ _IMAGE_RE = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class LocatedError(ValueError):
+    """A model-level error that belongs to one field, so the loader can point at its line."""
+
+    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 class _Model(BaseModel):
@@ -146,7 +155,7 @@ class Tenant(_Model):
     @model_validator(mode="after")
     def _no_tenant(self) -> Tenant:
         if self.metadata.tenant is not None:
-            raise ValueError("a Tenant's metadata has no 'tenant' field")
+            raise LocatedError(("metadata", "tenant"), "a Tenant's metadata has no 'tenant' field")
         return self
 
 
@@ -262,7 +271,7 @@ class Agent(_Model):
     @model_validator(mode="after")
     def _tenant(self) -> Agent:
         if self.metadata.tenant is None:
-            raise ValueError("metadata.tenant is required: the tenant this agent belongs to")
+            raise LocatedError(("metadata", "tenant"), "required: the tenant this agent belongs to")
         return self
 
     @property

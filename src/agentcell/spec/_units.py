@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -36,7 +38,7 @@ def parse_bytes(value: Any) -> int:
     if isinstance(value, str):
         m = _BYTES_RE.match(value)
         if m:
-            return int(float(m.group(1)) * _BYTE_UNITS[m.group(2)])
+            return int(Decimal(m.group(1)) * _BYTE_UNITS[m.group(2)])
     raise ValueError(
         f"{value!r} is not a size: use a number of bytes or a number with one of the "
         "units Ki, Mi, Gi, Ti (powers of 1024) or k, M, G, T (powers of 1000), e.g. 512Mi"
@@ -57,6 +59,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 10s")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
         if value < 0:
             raise ValueError("must not be negative")
         return float(value)
@@ -70,9 +74,15 @@ def parse_duration(value: Any) -> float:
 
 
 def _format_duration(seconds: float) -> str:
+    """The shortest spelling that parses back to exactly ``seconds``."""
     if seconds and seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    return f"{seconds:g}s"
+        ms = f"{round(seconds * 1000)}ms"
+        if parse_duration(ms) == seconds:
+            return ms
+    short = f"{seconds:g}s"
+    if _DURATION_RE.match(short) and parse_duration(short) == seconds:
+        return short
+    return f"{Decimal(repr(seconds)):f}s"
 
 
 ByteSize = Annotated[
