@@ -31,16 +31,41 @@ def _cleanup_tenant(client, tenant: str) -> None:  # type: ignore[no-untyped-def
         v.remove(force=True)
 
 
+_TENANTS: list[str] = []
+
+
 @pytest.fixture
 def tenant(docker_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A unique tenant name; everything labelled with it is removed afterwards."""
     name = f"t{secrets.token_hex(4)}"
+    _TENANTS.append(name)
     yield name
     _cleanup_tenant(docker_client, name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers() -> Iterator[None]:
+    """Fails the run if any test tenant still has engine objects at the end."""
+    yield
+    if not _TENANTS:
+        return
+    import docker
+
+    client = docker.from_env()
+    left = [
+        c.name
+        for c in client.containers.list(all=True, filters={"label": "agentcell.tenant"})
+        if c.labels.get("agentcell.tenant") in _TENANTS
+    ]
+    for name in set(_TENANTS):
+        _cleanup_tenant(client, name)
+    if left:
+        pytest.fail(f"tests left containers behind: {left}")
+
+
 @pytest.fixture
-def server(tmp_path: Path, docker_client) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def server(tmp_path: Path, docker_client, tenant: str) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+    """Stops before the tenant's objects are removed, so it cannot recreate them."""
     port = free_port()
     srv = Server(url=f"http://127.0.0.1:{port}", state_dir=tmp_path / "state", port=port)
     srv.state_dir.mkdir()
