@@ -48,5 +48,12 @@ echo "== demo: agentcell status acme/researcher =="
 "$AC" status acme/researcher
 echo "== demo: agentcell verify acme/researcher =="
 "$AC" verify acme/researcher
-echo
-echo "demo: done. Try: $AC logs acme/researcher -f | $AC exec acme/researcher -- id | make stop"
+cat <<EOT
+
+demo: done. The control plane keeps running (log: $LOG); 'make stop' stops it.
+Try it yourself:
+  . .venv/bin/activate
+  agentcell logs acme/researcher -f
+  agentcell exec acme/researcher -- id
+  agentcell rm acme/researcher
+EOT

@@ -373,7 +373,12 @@ def verify(
     url: UrlOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
-    """Run the hardening battery (ATTACKS.md part A) inside the cell; non-zero exit if any fails."""
+    """Check the hardening from inside the live cell; non-zero exit if any check fails.
+
+    Capabilities, seccomp, read-only filesystem, non-root, pids and memory limits, no
+    Docker socket or host mounts, no mount/unshare/setns/mknod/raw sockets/ptrace, and
+    no route to the host, other cells or anything outside.
+    """
     tenant, name = _cell(cell)
     try:
         with out.status(f"{cell}: running the hardening battery inside the cell"):
@@ -445,9 +450,11 @@ def images_build(
         )
     except (AgentcellError, docker.errors.DockerException) as e:
         _fail(str(e))
-    for r in results:
-        what = f"built in {r.seconds:.1f}s" if r.built else "cached"
-        out.print(f"{r.name}: {what} ({r.image_id[7:19]})")
+    built = [r for r in results if r.built]
+    for r in built:
+        out.print(f"{r.name}: built in {r.seconds:.1f}s ({r.image_id[7:19]})")
+    if not built:
+        out.print(f"images: all {len(results)} up to date")
 
 
 def main() -> None:

@@ -77,7 +77,7 @@ def load_text(text: str, *, source: str = "<spec>") -> list[Document]:
             )
         )
     if issues:
-        raise SpecError(issues)
+        raise SpecError(sorted(issues, key=lambda i: (i.document, i.line or 0)))
     return docs
 
 
