@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from livecell import DEMO_IMAGE, Server, free_port
+from livecell import DEMO_IMAGE, Server, free_port, remove_labelled
 
 
 @pytest.fixture(scope="session")
@@ -22,13 +22,7 @@ def docker_client():  # type: ignore[no-untyped-def]
 
 
 def _cleanup_tenant(client, tenant: str) -> None:  # type: ignore[no-untyped-def]
-    flt = {"label": [f"agentcell.tenant={tenant}"]}
-    for c in client.containers.list(all=True, filters=flt):
-        c.remove(force=True)
-    for n in client.networks.list(filters=flt):
-        n.remove()
-    for v in client.volumes.list(filters=flt):
-        v.remove(force=True)
+    remove_labelled(client, f"agentcell.tenant={tenant}")
 
 
 _TENANTS: list[str] = []

@@ -31,6 +31,17 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float
         time.sleep(every)
 
 
+def remove_labelled(client, label: str) -> None:  # type: ignore[no-untyped-def]
+    """Remove every container, network and volume carrying ``label`` (``key`` or ``key=value``)."""
+    flt = {"label": [label]}
+    for c in client.containers.list(all=True, filters=flt):
+        c.remove(force=True)
+    for n in client.networks.list(filters=flt):
+        n.remove()
+    for v in client.volumes.list(filters=flt):
+        v.remove(force=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,6 +18,7 @@ import docker
 import docker.errors
 import pytest
 
+import livecell
 from agentcell.runtime.images import IMAGE_NAMES, ImageResult, build_images
 
 pytestmark = pytest.mark.integration
@@ -48,25 +49,11 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 3128), Handler).serve_forever()
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
+    return livecell.wait_for(check, timeout, what, every=0.2)
 
 
 def remove_test_objects(client: docker.DockerClient) -> None:
-    selector = {"label": "agentcell.test=images"}
-    for container in client.containers.list(all=True, filters=selector):
-        container.remove(force=True)
-    for network in client.networks.list(filters=selector):
-        network.remove()
-    for volume in client.volumes.list(filters=selector):
-        volume.remove(force=True)
+    livecell.remove_labelled(client, "agentcell.test=images")
 
 
 @pytest.fixture(scope="module")

@@ -179,13 +179,24 @@ def _bind(kind: int, port: int) -> socket.socket:
     try:
         s = socket.socket(socket.AF_INET6, kind)
     except OSError:
-        s = socket.socket(socket.AF_INET, kind)
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            s.close()
-            raise
-        return s
+        return _bind_v4(kind, port)
+    try:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", port))
+    except OSError:
+        s.close()
+        return _bind_v4(kind, port)
+    return s
+
+
+def _bind_v4(kind: int, port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind(("0.0.0.0", port))
+    except OSError:
+        s.close()
+        raise
+    return s
     try:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         s.bind(("::", port))
