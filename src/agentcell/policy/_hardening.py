@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentcell.policy._decision import Decision
 from agentcell.policy._seccomp import DENIED_SYSCALLS, profile_allows
-from agentcell.spec import Agent
+
+if TYPE_CHECKING:  # only the type: the gate imports policy without pydantic
+    from agentcell.spec import Agent
 
 __all__ = [
     "LABEL_CELL",
