@@ -526,28 +526,28 @@ BAD: list[tuple[str, str, list[Located]]] = [
         [(1, 8, "spec", "keys must be plain strings")],
     ),
     (
-        "an Agent's egress block is not supported yet",
-        AGENT + "  egress:\n    allow:\n      - host: example.com\n",
+        "an address in a host rule is refused: that is what cidr is for",
+        AGENT + "  egress:\n    allow:\n      - host: 10.0.0.5\n",
         [
             (
                 1,
-                8,
-                "spec.egress",
-                LATER + "the egress gate is not part of this release; "
-                "remove the block (the cell then has no way out)",
+                10,
+                "spec.egress.allow[0].host",
+                "'10.0.0.5' is an address: write it as a cidr rule, e.g. {cidr: 10.0.0.5/32}",
             )
         ],
     ),
     (
-        "a static resolve map alone is egress too",
-        AGENT + "  egress:\n    resolve: {db.internal: [10.0.0.5]}\n",
+        "a URL in a host rule is refused",
+        AGENT + "  egress:\n    allow:\n      - host: https://example.com/\n",
         [
             (
                 1,
-                8,
-                "spec.egress",
-                LATER + "the egress gate is not part of this release; "
-                "remove the block (the cell then has no way out)",
+                10,
+                "spec.egress.allow[0].host",
+                "'https://example.com/' is not a host name: write a name such as "
+                "api.example.com, or *.example.com for its subdomains (no scheme, port, path, "
+                "user or wildcard elsewhere)",
             )
         ],
     ),
@@ -582,9 +582,18 @@ BAD: list[tuple[str, str, list[Located]]] = [
         ],
     ),
     (
-        "a Tenant's egress defaults are not supported yet",
-        TENANT + "spec:\n  egress:\n    deny:\n      - cidr: 10.0.0.0/8\n",
-        [(1, 6, "spec.egress", LATER + "tenant-wide egress defaults arrive with the egress gate")],
+        "a wildcard anywhere but the first label is refused",
+        AGENT + "  egress:\n    allow:\n      - host: api.*.example.com\n",
+        [
+            (
+                1,
+                10,
+                "spec.egress.allow[0].host",
+                "'api.*.example.com' is not a host name: write a name such as "
+                "api.example.com, or *.example.com for its subdomains (no scheme, port, path, "
+                "user or wildcard elsewhere)",
+            )
+        ],
     ),
     (
         "an egress rule with both host and cidr is refused before support is checked",

@@ -187,6 +187,48 @@ def create_app(plane: ControlPlane) -> FastAPI:
         results = plane.verify((tenant, name), actor)
         return {"ok": all(r.ok for r in results), "checks": [r.__dict__ for r in results]}
 
+    @app.get("/v1/cells/{tenant}/{name}/egress", response_model=None)
+    def egress_log(
+        tenant: str,
+        name: str,
+        _: Actor,
+        denied: bool = False,
+        follow: bool = False,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    ) -> list[dict[str, Any]] | StreamingResponse:
+        """The gate's decision records for one cell; ``follow`` streams NDJSON as they come."""
+        plane.cell((tenant, name))  # 404 for an unknown cell
+
+        def records(after_id: int, count: int) -> list[AuditRecord]:
+            return plane.store.audit_records(
+                tenant=tenant,
+                cell=name,
+                kind="egress",
+                decision="deny" if denied else None,
+                after_id=after_id,
+                limit=count,
+            )
+
+        first = records(0, limit)
+        if not follow:
+            return [r.__dict__ for r in first]
+
+        def stream() -> Iterator[bytes]:
+            last = first[-1].id if first else plane.store.last_audit_id()
+            for r in first:
+                yield json.dumps(r.__dict__).encode() + b"\n"
+            while True:
+                plane.store.wait_audit(last, timeout=15)
+                new = records(last, 1000)
+                if not new:
+                    last = max(last, plane.store.last_audit_id())
+                    yield b"\n"  # keepalive; also notices a client that went away
+                for r in new:
+                    last = r.id
+                    yield json.dumps(r.__dict__).encode() + b"\n"
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
     @app.get("/v1/audit")
     def audit(
         _: Actor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import sys
 import time
@@ -16,7 +17,7 @@ from rich.table import Table
 from agentcell import __version__
 from agentcell.cli._client import Client, default_state_dir
 from agentcell.errors import AgentcellError, SpecError
-from agentcell.spec import format_bytes, json_schema, load_file
+from agentcell.spec import Agent, Tenant, format_bytes, json_schema, load_file
 
 __all__ = ["app", "main"]
 
@@ -28,6 +29,10 @@ app = typer.Typer(
 )
 images_app = typer.Typer(no_args_is_help=True, help="Build the images agentcell needs.")
 app.add_typer(images_app, name="images")
+egress_app = typer.Typer(no_args_is_help=True, help="What a cell's egress gate decided.")
+app.add_typer(egress_app, name="egress")
+policy_app = typer.Typer(no_args_is_help=True, help="Egress policy, checked offline.")
+app.add_typer(policy_app, name="policy")
 # Piped output is not cut at 80 columns: tables stay one row per cell for grep and scripts.
 out = Console(width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
@@ -202,7 +207,9 @@ def _wait_ready(client: Client, c: dict[str, Any], timeout: float) -> bool:
             ):
                 err.print(f"[red]✗[/red] {ref}: deploy failed: {st['reason']}", highlight=False)
                 return False
-            if st["state"] == "running" and current:
+            policy = c.get("policy_digest") or ""
+            loaded = st.get("policy_digest", "") == policy
+            if st["state"] == "running" and current and loaded:
                 if st["health"] == "unhealthy":
                     err.print(f"[red]✗[/red] {ref}: running but unhealthy: {st['reason']}")
                     return False
@@ -210,7 +217,10 @@ def _wait_ready(client: Client, c: dict[str, Any], timeout: float) -> bool:
                     took = time.monotonic() - started
                     what = "unchanged, running" if not c["changed"] else f"ready in {took:.2f}s"
                     health = "" if st["health"] == "none" else ", healthy"
-                    out.print(f"[green]✓[/green] {ref}: {what}{health if c['changed'] else ''}")
+                    egress = f", egress policy {policy}" if policy else ""
+                    out.print(
+                        f"[green]✓[/green] {ref}: {what}{health if c['changed'] else ''}{egress}"
+                    )
                     return True
 
 
@@ -292,6 +302,7 @@ def status(
         ("network", f"{c['subnet']} internal, ip {c['ip'] or '-'}"),
         ("container", (c.get("container") or {}).get("name", "-")),
         ("seccomp", c.get("seccomp", "-")),
+        ("egress", _egress_summary(c.get("egress"))),
     ]
     for k, v in rows:
         out.print(f"[bold]{k:>10}[/bold]  {v}", highlight=False)
@@ -307,6 +318,16 @@ def status(
             out.print(
                 f"  {when} {ev['kind']:<9} {ev['decision']:<6} {ev['reason']}", highlight=False
             )
+
+
+def _egress_summary(e: dict[str, Any] | None) -> str:
+    if not e:
+        return "none: the cell has no way out"
+    loaded = "loaded" if e["loaded_digest"] == e["policy_digest"] else "NOT loaded yet"
+    return (
+        f"gate {e['gate']}, policy {e['policy_digest']} {loaded}, "
+        f"{e['allow']} allow / {e['deny']} deny rules"
+    )
 
 
 @app.command()
@@ -433,6 +454,134 @@ def rm(
         else:
             _fail(str(e))
     out.print(f"{cell}: removed" + (" (workspace kept)" if keep_workspace else ""))
+
+
+@egress_app.command("log")
+def egress_log(
+    cell: Annotated[str, typer.Argument(help="TENANT/NAME")],
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="keep streaming")] = False,
+    denied: Annotated[bool, typer.Option(help="only denied requests")] = False,
+    limit: Annotated[int, typer.Option(help="how many of the latest records")] = 50,
+    output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+    url: UrlOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """One line per request the cell's egress gate decided: time, decision, reason, target."""
+    tenant, name = _cell(cell)
+    params = {"denied": denied, "follow": follow, "limit": limit}
+    path = f"/v1/cells/{tenant}/{name}/egress"
+    try:
+        client = _client(url, state_dir)
+        if follow:
+            for line in client.lines("GET", path, params=params):
+                if line.strip():
+                    _print_egress(json.loads(line), output)
+        else:
+            for record in client.request("GET", path, params=params):
+                _print_egress(record, output)
+    except AgentcellError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_egress(r: dict[str, Any], output: str) -> None:
+    if output == "json":
+        sys.stdout.write(json.dumps(r) + "\n")
+        sys.stdout.flush()
+        return
+    d = r.get("details") or {}
+    when = time.strftime("%H:%M:%S", time.localtime(r["time"]))
+    mark = "[green]allow[/green]" if r["decision"] == "allow" else "[red]deny[/red] "
+    target = f"{d.get('method', '')} {d.get('host', '')}:{d.get('port', '')}"
+    via = f" -> {d['address']}" if d.get("address") else ""
+    size = (
+        f" up {d.get('bytes_up', 0)}B down {d.get('bytes_down', 0)}B"
+        if d.get("bytes_up") or d.get("bytes_down")
+        else ""
+    )
+    rule = f" [{d['rule']}]" if d.get("rule") else ""
+    out.print(f"{when} {mark} {target}{via}  {r['reason']}{rule}{size}", highlight=False)
+
+
+@policy_app.command("check")
+def policy_check(
+    target: Annotated[str, typer.Argument(help="URL (http://host/...) or HOST:PORT")],
+    file: Annotated[Path, typer.Option("-f", "--file", help="spec file with the agent")],
+    agent: Annotated[
+        str | None, typer.Option(help="the agent's name, if the file has several")
+    ] = None,
+    resolve: Annotated[
+        list[str] | None, typer.Option(help="NAME=IP[,IP] answer for a name")
+    ] = None,
+) -> None:
+    """The decision and reason the gate would give, without sending anything anywhere."""
+    from agentcell.plan import compile_egress
+    from agentcell.policy import decide_egress
+
+    try:
+        docs = load_file(file)
+    except SpecError as e:
+        _fail(f"{file} is not valid:\n{e}")
+    agents = [d for d in docs if isinstance(d, Agent) and (agent is None or d.name == agent)]
+    if len(agents) != 1:
+        names = ", ".join(d.metadata.name for d in docs if isinstance(d, Agent)) or "none"
+        _fail(f"pick one agent with --agent (agents in {file}: {names})", 2)
+    tenant = next(
+        (d for d in docs if isinstance(d, Tenant) and d.metadata.name == agents[0].tenant), None
+    )
+    host, port = _target(target)
+    answers: dict[str, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
+    for item in resolve or []:
+        name, _, addrs = item.partition("=")
+        try:
+            answers[name.lower().rstrip(".")] = [ipaddress.ip_address(a) for a in addrs.split(",")]
+        except ValueError:
+            _fail(f"--resolve {item!r}: write NAME=IP[,IP], e.g. api.example.com=203.0.113.7", 2)
+    try:
+        policy = compile_egress(agents[0], tenant)
+    except ValueError as e:
+        _fail(f"the egress policy does not load: {e}")
+    d = decide_egress(policy, host, port)
+    if d.allow and d.needs_resolution:
+        given = answers.get(d.host)
+        if given is None:
+            out.print(
+                f"allow so far  {d.host}:{port}  rule: {d.rule or '-'}; its addresses are "
+                f"not checked: give them with --resolve {d.host}=IP"
+            )
+            return
+        d = decide_egress(policy, host, port, given)
+    verdict = "[green]allow[/green]" if d.allow else "[red]deny[/red]"
+    where = f" -> {d.address}" if d.address else ""
+    out.print(
+        f"{verdict}  {d.host or host}:{port}{where}  reason: {d.reason}  rule: {d.rule or '-'}",
+        highlight=False,
+    )
+    if not d.allow:
+        raise typer.Exit(1)
+
+
+def _target(target: str) -> tuple[str, int]:
+    """(host, port) of ``http://host[:port]/...``, ``https://...`` or ``HOST:PORT``."""
+    from urllib.parse import urlsplit
+
+    if "://" in target:
+        parts = urlsplit(target)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            _fail(f"{target!r}: only http:// and https:// URLs, or HOST:PORT", 2)
+        default = 443 if parts.scheme == "https" else 80
+        netloc = parts.netloc
+        host, sep, port_text = netloc.rpartition(":")
+        if not sep or "]" in port_text:
+            return netloc, default
+        if not port_text.isdigit():
+            _fail(f"{target!r}: the port must be a number", 2)
+        return host, int(port_text)
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        _fail(f"{target!r} is neither a URL nor HOST:PORT (e.g. api.example.com:443)", 2)
+    return host, int(port_text)
 
 
 @images_app.command("build")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
 from pathlib import Path
 
-__all__ = ["TOKEN_FILE", "check_token", "ensure_admin_token"]
+__all__ = ["TOKEN_FILE", "GateTokens", "check_token", "ensure_admin_token"]
 
 TOKEN_FILE = "admin.token"  # noqa: S105 (a file name, not a secret)
 
@@ -41,3 +42,25 @@ def check_token(presented: str | None, expected: str) -> str | None:
     if not expected or not hmac.compare_digest(credential.encode(), expected.encode()):
         return "invalid token"
     return None
+
+
+class GateTokens:
+    """Per-cell tokens for the gates' control ports, derived from one key in the state dir.
+
+    Derived, not stored: the same cell gets the same token after a restart, and a gate's
+    token says nothing about another's.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        path = state_dir / "gate.key"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            self._key = path.read_bytes()
+        else:
+            self._key = secrets.token_bytes(32)
+            with os.fdopen(fd, "wb") as f:
+                f.write(self._key)
+
+    def token(self, tenant: str, cell: str) -> str:
+        return hmac.new(self._key, f"{tenant}/{cell}".encode(), hashlib.sha256).hexdigest()

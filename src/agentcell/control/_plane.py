@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentcell.control._auth import ensure_admin_token
+from agentcell.control._auth import GateTokens, ensure_admin_token
 from agentcell.control._reconciler import Reconciler, ReconcilerConfig
 from agentcell.control._store import AuditRecord, CellStatus, Store
-from agentcell.errors import ConflictError, NotFoundError, RuntimeDriverError
-from agentcell.plan import CellKey, check_quota, spec_hash
-from agentcell.policy import check_container
+from agentcell.errors import (
+    ConflictError,
+    NotFoundError,
+    RuntimeDriverError,
+    SpecError,
+    SpecIssue,
+)
+from agentcell.plan import CellKey, check_quota, compile_egress, spec_hash
+from agentcell.policy import PolicyError, check_container
 from agentcell.runtime import DockerDriver, Firewall, cell_seccomp_profile
 from agentcell.spec import Agent, Tenant, load_text
 
@@ -53,6 +60,7 @@ class ControlPlane:
             self.driver,
             self.firewall,
             ReconcilerConfig(subnet_pool=config.subnet_pool, subnet_prefix=config.subnet_prefix),
+            GateTokens(config.state_dir),
         )
 
     def start(self) -> None:
@@ -107,17 +115,31 @@ class ControlPlane:
                     )
                 )
         out_c = []
+        policies = self._compile_policies(agents, tenants, source)
         for a in agents:
             key = (a.tenant, a.name)
             existing = self.store.cell(key)
             subnet = existing.subnet if existing else self.reconciler.allocate_subnet()
-            generation, changed = self.store.put_cell(a, spec_hash(a), subnet)
+            policy, digest = policies[key]
+            generation, changed = self.store.put_cell(a, spec_hash(a, egress=bool(policy)), subnet)
+            if self.store.set_policy(key, policy, digest):
+                self.store.audit(
+                    AuditRecord(
+                        *key,
+                        actor,
+                        "policy",
+                        "allow",
+                        "policy changed",
+                        {"digest": digest, "source": source},
+                    )
+                )
             out_c.append(
                 {
                     "tenant": a.tenant,
                     "name": a.name,
                     "generation": generation,
                     "changed": changed,
+                    "policy_digest": digest,
                     "version": self.store.status(key).version,
                 }
             )
@@ -133,8 +155,57 @@ class ControlPlane:
                         {"source": source, "generation": generation},
                     )
                 )
+        self._recompile_tenants(tenants, {(a.tenant, a.name) for a in agents}, actor, source)
         self.reconciler.wake()
         return ApplyResult(out_t, out_c)
+
+    def _compile_policies(
+        self, agents: list[Agent], tenants: dict[str, Tenant], source: str
+    ) -> dict[CellKey, tuple[str, str]]:
+        """Each agent's egress policy (wire JSON, digest), merged with its tenant's defaults.
+
+        Compiled before anything is stored, so a policy that does not load stores nothing.
+        """
+        out = {}
+        for a in agents:
+            tenant = tenants.get(a.tenant) or self.store.tenant(a.tenant)
+            try:
+                policy = compile_egress(a, tenant)
+            except PolicyError as e:
+                raise SpecError(
+                    [SpecIssue(source, 0, None, "spec.egress", f"{a.ref}: {e}")]
+                ) from None
+            if not policy.allow:  # nothing allowed: no egress, and no gate at all
+                out[(a.tenant, a.name)] = ("", "")
+            else:
+                out[(a.tenant, a.name)] = (
+                    json.dumps(policy.to_json(), sort_keys=True, separators=(",", ":")),
+                    policy.digest(),
+                )
+        return out
+
+    def _recompile_tenants(
+        self, tenants: dict[str, Tenant], done: set[CellKey], actor: str, source: str
+    ) -> None:
+        """A tenant's egress defaults changed: recompile its other cells' policies."""
+        for key, want in self.store.desired().items():
+            if key[0] in tenants and key not in done and not want.deleted:
+                policy, digest = self._compile_policies([want.agent], tenants, source)[key]
+                # Egress switched on or off by the tenant changes the agent itself.
+                self.store.put_cell(
+                    want.agent, spec_hash(want.agent, egress=bool(policy)), want.subnet
+                )
+                if self.store.set_policy(key, policy, digest):
+                    self.store.audit(
+                        AuditRecord(
+                            *key,
+                            actor,
+                            "policy",
+                            "allow",
+                            "policy changed",
+                            {"digest": digest, "source": source},
+                        )
+                    )
 
     def remove(self, key: CellKey, *, keep_workspace: bool, actor: str) -> None:
         if not self.store.mark_deleted(key, keep_workspace=keep_workspace):
@@ -195,6 +266,16 @@ class ControlPlane:
                 "name": attrs["Name"].lstrip("/"),
                 "started": (attrs.get("State") or {}).get("StartedAt", ""),
                 "network": network,
+            }
+        if want.policy:
+            gate = self.driver.gates.find(key)
+            rules = json.loads(want.policy)
+            out["egress"] = {
+                "policy_digest": want.policy_digest,
+                "loaded_digest": self.store.status(key).policy_digest,
+                "allow": len(rules.get("allow", [])),
+                "deny": len(rules.get("deny", [])),
+                "gate": f"{gate.name} ({gate.status})" if gate is not None else "missing",
             }
         out["events"] = [
             r.__dict__ for r in self.store.audit_records(tenant=key[0], cell=key[1], limit=10)

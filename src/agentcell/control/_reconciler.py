@@ -8,12 +8,16 @@ at most one action in flight.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
+from agentcell.control._auth import GateTokens
 from agentcell.control._store import AuditRecord, Store
 from agentcell.errors import AgentcellError, DeployStepError, FirewallError
 from agentcell.plan import (
@@ -45,9 +49,15 @@ class Reconciler:
     """Owns the background threads: the loop, the engine event watcher and the prober."""
 
     def __init__(
-        self, store: Store, driver: DockerDriver, firewall: Firewall, config: ReconcilerConfig
+        self,
+        store: Store,
+        driver: DockerDriver,
+        firewall: Firewall,
+        config: ReconcilerConfig,
+        tokens: GateTokens,
     ) -> None:
         self.store = store
+        self.tokens = tokens
         self.driver = driver
         self.firewall = firewall
         self.config = config
@@ -63,6 +73,8 @@ class Reconciler:
         self._health = _HealthTracker()
         self._threads: list[threading.Thread] = []
         self._subnet_lock = threading.Lock()
+        self._followers: dict[CellKey, str] = {}
+        self._followers_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -110,7 +122,7 @@ class Reconciler:
         progress = {}
         for key in desired:
             st = self.store.status(key)
-            progress[key] = Progress(st.failed_generation, st.restarts)
+            progress[key] = Progress(st.failed_generation, st.restarts, st.policy_digest)
         actions = plan(desired, observed, progress, now=time.time())
         acted = {a.key for a in actions}
         for key, want in desired.items():
@@ -118,6 +130,7 @@ class Reconciler:
                 self._observe_quiet(want, observed.get(key))
         for action in actions:
             self._dispatch(action, desired.get(action.key))
+        self._follow_gates(observed)
 
     def _check_firewall(self) -> None:
         try:
@@ -209,7 +222,13 @@ class Reconciler:
                 return self._check_health(key, want, ip)
 
             try:
-                outcome = self.driver.deploy(want, step, ready if health else None)
+                outcome = self.driver.deploy(
+                    want,
+                    step,
+                    ready if health else None,
+                    allocate=self.allocate_subnet,
+                    gate_token=self.tokens.token(*key),
+                )
             except DeployStepError as e:
                 self.store.set_status(
                     key, state="failed", reason=str(e), failed_generation=want.generation
@@ -262,6 +281,15 @@ class Reconciler:
                 health="starting" if want.agent.spec.health else "none",
             )
             self._audit(*key, "lifecycle", "allow", f"restarted: {action.reason}", details)
+        elif action.kind is ActionKind.RELOAD:
+            try:
+                digest = self.driver.load_policy(key, self.tokens.token(*key), want.policy)
+            except AgentcellError as e:
+                self.store.set_status(key, reason=f"policy not loaded: {e}")
+                self._audit(*key, "policy", "fail", f"policy not loaded: {e}", details)
+                return
+            self.store.set_status(key, policy_digest=digest, reason=f"policy {digest} loaded")
+            self._audit(*key, "policy", "allow", "policy loaded", {**details, "digest": digest})
         elif action.kind is ActionKind.GIVE_UP:
             self.store.set_status(
                 key, state="failed", reason=action.reason, failed_generation=want.generation
@@ -298,6 +326,11 @@ class Reconciler:
             try:
                 for ev in self.driver.events(until=self._stop.is_set):
                     attrs = (ev.get("Actor") or {}).get("Attributes") or {}
+                    if attrs.get("agentcell.role") == "egress" and ev.get("Action") == "start":
+                        # A gate that (re)starts has no policy: load it again.
+                        key = (attrs.get("agentcell.tenant", ""), attrs.get("agentcell.cell", ""))
+                        if self.store.cell(key) is not None:
+                            self.store.set_status(key, policy_digest="")
                     if (
                         "agentcell.tenant" in attrs
                         or str(attrs.get("name", "")).startswith("agentcell-")
@@ -308,6 +341,54 @@ class Reconciler:
                 log.warning("engine event stream lost; reconnecting")
                 self.wake()
                 self._stop.wait(1.0)
+
+    # -- egress decision records --------------------------------------------------------------
+
+    def _follow_gates(self, observed: dict[CellKey, ObservedCell]) -> None:
+        """One follower per running gate, copying its decision records into the audit trail."""
+        for key, cell in observed.items():
+            gate = cell.gate
+            if gate is None or gate.state != "running":
+                continue
+            with self._followers_lock:
+                if self._followers.get(key) == gate.id:
+                    continue
+                self._followers[key] = gate.id
+            threading.Thread(
+                target=self._follow, args=(key, gate.id), name="agentcell-egress-log", daemon=True
+            ).start()
+
+    def _follow(self, key: CellKey, gate_id: str) -> None:
+        last = self.store.last_audit_time(key, "egress")
+        try:
+            for line in _lines(self.driver.gate_logs(key, since=int(last))):
+                record = _egress_record(line)
+                if record is None or record.time <= last:
+                    continue
+                last = record.time
+                self.store.audit(
+                    AuditRecord(
+                        key[0],
+                        key[1],
+                        "egress-gate",
+                        "egress",
+                        record.decision,
+                        record.reason,
+                        record.details,
+                        record.time,
+                    )
+                )
+        except AgentcellError as e:
+            log.info("stopped following the gate of %s/%s: %s", *key, e)
+        except Exception as e:  # the engine went away mid-stream; the next pass starts again
+            log.warning("lost the decision records of %s/%s: %s", *key, e)
+            self._stop.wait(1.0)  # do not spin on an engine that keeps failing
+        finally:
+            with self._followers_lock:
+                if self._followers.get(key) == gate_id:
+                    del self._followers[key]
+            if not self._stop.is_set():
+                self.wake()
 
     # -- health probes -----------------------------------------------------------------------
 
@@ -359,6 +440,28 @@ class Reconciler:
             if st.state == "running" and st.health != verdict:
                 self.store.set_status(key, health=verdict, reason=f"health {verdict}: {what}")
                 self._audit(*key, "health", "allow" if verdict == "healthy" else "deny", what)
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    buf = b""
+    for chunk in chunks:
+        buf += chunk
+        *done, buf = buf.split(b"\n")
+        for line in done:
+            yield line.decode(errors="replace")
+
+
+def _egress_record(line: str) -> AuditRecord | None:
+    """A gate's JSON decision line as an audit record (tenant and cell filled in later)."""
+    try:
+        data = json.loads(line)
+        when = datetime.fromisoformat(str(data["time"]).replace("Z", "+00:00")).timestamp()
+        decision = "allow" if data["decision"] == "allow" else "deny"
+        reason = str(data["reason"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    details = {k: v for k, v in data.items() if k not in ("time", "decision", "reason")}
+    return AuditRecord("", "", "egress-gate", "egress", decision, reason, details, when)
 
 
 class _HealthTracker:

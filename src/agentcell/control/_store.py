@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS cells (
     subnet TEXT NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0,
     keep_workspace INTEGER NOT NULL DEFAULT 0,
+    policy TEXT NOT NULL DEFAULT '',
+    policy_digest TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL,
     updated REAL NOT NULL,
     PRIMARY KEY (tenant, name)
@@ -50,6 +52,7 @@ CREATE TABLE IF NOT EXISTS status (
     container_id TEXT NOT NULL DEFAULT '',
     ip TEXT NOT NULL DEFAULT '',
     restarts TEXT NOT NULL DEFAULT '[]',
+    policy_digest TEXT NOT NULL DEFAULT '',
     version INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, name)
 );
@@ -87,6 +90,7 @@ class CellStatus:
     container_id: str = ""
     ip: str = ""
     restarts: tuple[float, ...] = ()
+    policy_digest: str = ""
     version: int = 0
 
 
@@ -120,8 +124,24 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open the state store {path}: {e}") from None
+
+    def _migrate(self) -> None:
+        """Add the columns a store made by an older release lacks (data is kept)."""
+        added = {
+            "cells": {
+                "policy": "TEXT NOT NULL DEFAULT ''",
+                "policy_digest": "TEXT NOT NULL DEFAULT ''",
+            },
+            "status": {"policy_digest": "TEXT NOT NULL DEFAULT ''"},
+        }
+        for table, columns in added.items():
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -219,6 +239,16 @@ class Store:
             )
             return generation, True
 
+    def set_policy(self, key: CellKey, policy: str, digest: str) -> bool:
+        """Store a cell's compiled egress policy; True if it changed."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE cells SET policy=?, policy_digest=? "
+                "WHERE tenant=? AND name=? AND policy_digest != ?",
+                (policy, digest, *key, digest),
+            )
+            return cur.rowcount > 0
+
     def mark_deleted(self, key: CellKey, *, keep_workspace: bool) -> bool:
         with self._tx() as db:
             cur = db.execute(
@@ -238,13 +268,13 @@ class Store:
     def desired(self) -> dict[CellKey, DesiredCell]:
         rows = self._query(
             "SELECT spec, spec_hash, generation, subnet, deleted, keep_workspace, "
-            "created FROM cells"
+            "created, policy, policy_digest FROM cells"
         )
         out = {}
-        for spec, h, gen, subnet, deleted, keep, created in rows:
+        for spec, h, gen, subnet, deleted, keep, created, policy, digest in rows:
             agent = Agent.model_validate_json(spec)
             out[(agent.tenant, agent.name)] = DesiredCell(
-                agent, h, int(gen), subnet, bool(deleted), bool(keep), created
+                agent, h, int(gen), subnet, bool(deleted), bool(keep), created, policy, digest
             )
         return out
 
@@ -263,7 +293,8 @@ class Store:
     def status(self, key: CellKey) -> CellStatus:
         rows = self._query(
             "SELECT state, health, reason, since, observed_generation, failed_generation, "
-            "container_id, ip, restarts, version FROM status WHERE tenant=? AND name=?",
+            "container_id, ip, restarts, policy_digest, version FROM status "
+            "WHERE tenant=? AND name=?",
             key,
         )
         if not rows:
@@ -282,6 +313,7 @@ class Store:
             r[7],
             tuple(json.loads(r[8])),
             r[9],
+            r[10],
         )
 
     def set_status(self, key: CellKey, **changes: Any) -> CellStatus:
@@ -300,8 +332,8 @@ class Store:
             with self._tx() as db:
                 db.execute(
                     "INSERT OR REPLACE INTO status(tenant, name, state, health, reason, since, "
-                    "observed_generation, failed_generation, container_id, ip, restarts, version) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "observed_generation, failed_generation, container_id, ip, restarts, "
+                    "policy_digest, version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         new.tenant,
                         new.name,
@@ -314,6 +346,7 @@ class Store:
                         new.container_id,
                         new.ip,
                         json.dumps(list(new.restarts)),
+                        new.policy_digest,
                         new.version,
                     ),
                 )
@@ -350,6 +383,27 @@ class Store:
                     json.dumps(record.details, sort_keys=True),
                 ),
             )
+            self.changed.notify_all()
+
+    def wait_audit(self, after_id: int, timeout: float) -> None:
+        """Block until an audit record newer than ``after_id`` exists, or timeout."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                rows = self._query("SELECT MAX(id) FROM audit")
+                remaining = deadline - time.monotonic()
+                if (rows[0][0] or 0) > after_id or remaining <= 0:
+                    return
+                self.changed.wait(remaining)
+
+    def last_audit_id(self) -> int:
+        return int(self._query("SELECT MAX(id) FROM audit")[0][0] or 0)
+
+    def last_audit_time(self, key: CellKey, kind: str) -> float:
+        rows = self._query(
+            "SELECT MAX(time) FROM audit WHERE tenant=? AND cell=? AND kind=?", (*key, kind)
+        )
+        return float(rows[0][0] or 0.0)
 
     def audit_records(
         self,
@@ -357,6 +411,7 @@ class Store:
         tenant: str | None = None,
         cell: str | None = None,
         kind: str | None = None,
+        decision: str | None = None,
         limit: int = 100,
         after_id: int = 0,
     ) -> list[AuditRecord]:
@@ -365,14 +420,19 @@ class Store:
             "FROM audit WHERE id > ?"
         )
         args: list[Any] = [after_id]
-        for col, val in (("tenant", tenant), ("cell", cell), ("kind", kind)):
+        filters = (("tenant", tenant), ("cell", cell), ("kind", kind), ("decision", decision))
+        for col, val in filters:
             if val is not None:
                 sql += f" AND {col} = ?"
                 args.append(val)
-        sql += " ORDER BY id DESC LIMIT ?"
+        # Following (after_id given): the oldest new ones first, none skipped.
+        # Otherwise: the newest ``limit``, in order.
+        sql += " ORDER BY id ASC LIMIT ?" if after_id else " ORDER BY id DESC LIMIT ?"
         args.append(limit)
         rows = self._query(sql, tuple(args))
+        if not after_id:
+            rows.reverse()
         return [
             AuditRecord(r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[1], r[0])
-            for r in reversed(rows)
+            for r in rows
         ]

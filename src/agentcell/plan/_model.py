@@ -32,6 +32,9 @@ class DesiredCell:
     deleted: bool = False
     keep_workspace: bool = False
     created: float = 0.0
+    policy: str = ""
+    """The compiled egress policy (wire-form JSON); empty: no egress, no gate."""
+    policy_digest: str = ""
 
     @property
     def key(self) -> CellKey:
@@ -67,7 +70,15 @@ class ObservedCell:
 
     @property
     def agent(self) -> ObservedContainer | None:
-        agents = [c for c in self.containers if c.role == "agent"]
+        return self.role("agent")
+
+    @property
+    def gate(self) -> ObservedContainer | None:
+        return self.role("egress")
+
+    def role(self, role: str) -> ObservedContainer | None:
+        """The container of this role (the running one if several)."""
+        agents = [c for c in self.containers if c.role == role]
         running = [c for c in agents if c.state == "running"]
         found = running or agents
         return found[0] if found else None
@@ -80,6 +91,8 @@ class Progress:
     failed_generation: int = 0
     restarts: tuple[float, ...] = ()
     """Times of recent automatic restarts, newest last."""
+    policy_digest: str = ""
+    """The digest of the policy the running gate has loaded ("" if none or unknown)."""
 
 
 class ActionKind(StrEnum):
@@ -87,6 +100,8 @@ class ActionKind(StrEnum):
     """Create what is missing and replace the agent container if its spec changed."""
     START = "start"
     """Start the stopped agent container again (automatic restart)."""
+    RELOAD = "reload"
+    """Load the desired egress policy into the running gate."""
     REMOVE = "remove"
     """Remove the cell's containers, network and (unless kept) workspace."""
     GIVE_UP = "give-up"

@@ -5,11 +5,14 @@ Precedence, per cell:
 1. desired and marked deleted, engine objects present -> REMOVE
 2. desired, this generation already failed to deploy  -> nothing (waits for a new spec)
 3. desired, engine holds nothing or misses a piece     -> DEPLOY ("cell missing" / "... missing")
+   (the egress gate is a piece when the policy is not empty, and must be running;
+   a gate that is not wanted any more is "egress gate not wanted")
 4. desired, agent container's spec hash differs        -> DEPLOY ("spec changed")
 5. desired, agent container not running:
    a. restarts inside the window reached the limit      -> GIVE_UP ("crash loop")
    b. otherwise                                         -> START ("agent stopped")
-6. observed but unknown to the store                    -> REPORT_ORPHAN (never removed here)
+6. desired, the gate's loaded policy is not the desired -> RELOAD ("policy changed")
+7. observed but unknown to the store                    -> REPORT_ORPHAN (never removed here)
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def _plan_cell(
         return Action(ActionKind.DEPLOY, key, "cell missing")
     missing = _missing(want, have)
     if missing:
-        return Action(ActionKind.DEPLOY, key, f"{missing} missing")
+        return Action(ActionKind.DEPLOY, key, missing)
     agent = have.agent
     assert agent is not None
     if agent.spec_hash != want.spec_hash:
@@ -82,14 +85,24 @@ def _plan_cell(
             )
         why = "agent was OOM-killed" if agent.oom_killed else f"agent exited ({agent.exit_code})"
         return Action(ActionKind.START, key, why)
+    if want.policy and prog.policy_digest != want.policy_digest:
+        return Action(ActionKind.RELOAD, key, "policy changed")
     return None
 
 
 def _missing(want: DesiredCell, have: ObservedCell) -> str:
+    """Why the cell is incomplete ("" if it is not): the reason of a DEPLOY."""
     if have.network is None:
-        return "network"
+        return "network missing"
     if want.agent.spec.workspace.access != "none" and have.volume is None:
-        return "workspace volume"
+        return "workspace volume missing"
     if have.agent is None:
-        return "agent container"
+        return "agent container missing"
+    gate = have.gate
+    if want.policy and gate is None:
+        return "egress gate missing"
+    if want.policy and gate is not None and gate.state != "running":
+        return "egress gate stopped"
+    if not want.policy and gate is not None:
+        return "egress gate not wanted"
     return ""

@@ -7,6 +7,7 @@ adopts a container, ``status`` shows it, and the tests assert it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,11 @@ if TYPE_CHECKING:  # only the type: the gate imports policy without pydantic
     from agentcell.spec import Agent
 
 __all__ = [
+    "GATE_CONTROL_PORT",
+    "GATE_PROXY_PORT",
+    "GATE_USER",
     "LABEL_CELL",
+    "LABEL_GATE_HASH",
     "LABEL_GENERATION",
     "LABEL_ROLE",
     "LABEL_SPEC_HASH",
@@ -28,8 +33,11 @@ __all__ = [
     "TMP_TMPFS_SIZE",
     "WORKSPACE_PATH",
     "CellNames",
+    "GateConfig",
     "check_container",
     "container_body",
+    "gate_address",
+    "gate_body",
 ]
 
 LABEL_TENANT = "agentcell.tenant"
@@ -37,6 +45,11 @@ LABEL_CELL = "agentcell.cell"
 LABEL_ROLE = "agentcell.role"
 LABEL_SPEC_HASH = "agentcell.spec-hash"
 LABEL_GENERATION = "agentcell.generation"
+LABEL_GATE_HASH = "agentcell.gate-hash"
+
+GATE_USER = "10002:10002"
+GATE_PROXY_PORT = 3128
+GATE_CONTROL_PORT = 3129
 
 PROFILE_VERSION = "2"
 """Bumped whenever ``container_body`` changes, so running cells are replaced on upgrade."""
@@ -62,14 +75,14 @@ def container_body(
     spec_hash: str,
     generation: int,
     seccomp: str | None = None,
+    proxy: str | None = None,
 ) -> dict[str, Any]:
     """The Engine API ``POST /containers/create`` body of a cell's agent container.
 
     ``seccomp`` is a profile as JSON text (see ``stricter_seccomp``); None keeps the
-    engine's default profile. Never unconfined.
+    engine's default profile. Never unconfined. ``proxy`` is the egress gate's URL.
     """
     spec = agent.spec
-    uid, gid = spec.user.split(":")
     labels = {
         LABEL_TENANT: agent.tenant,
         LABEL_CELL: agent.name,
@@ -78,6 +91,10 @@ def container_body(
         LABEL_GENERATION: str(generation),
     }
     env = {**spec.env, "AGENTCELL_TENANT": agent.tenant, "AGENTCELL_CELL": agent.name}
+    if proxy is not None:
+        for var in ("HTTP_PROXY", "HTTPS_PROXY"):
+            env[var] = env[var.lower()] = proxy
+        env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
     mounts: list[dict[str, Any]] = []
     if names.volume is not None and spec.workspace.access != "none":
         mounts.append(
@@ -90,25 +107,116 @@ def container_body(
                 "VolumeOptions": {"NoCopy": True},
             }
         )
+    body = _hardened(
+        image=spec.image,
+        user=spec.user,
+        env=env,
+        labels=labels,
+        hostname=agent.name,
+        network=names.network,
+        pids=spec.resources.pids,
+        memory=spec.resources.memory,
+        cpus=spec.resources.cpus,
+        seccomp=seccomp,
+    )
+    body["HostConfig"]["Mounts"] = mounts
+    body["WorkingDir"] = WORKSPACE_PATH if mounts else ""
+    if spec.command is not None:
+        body["Cmd"] = list(spec.command)
+        body["Entrypoint"] = []
+    return body
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Everything a cell's egress gate container is made from."""
+
+    tenant: str
+    cell: str
+    image: str
+    container: str
+    network: str  # the cell's internal network
+    address: str  # the gate's fixed address on it
+    egress_subnet: str  # the tenant's egress network, where the control port listens
+    cell_subnet: str
+    token: str
+
+
+def gate_address(subnet: str) -> str:
+    """The gate's fixed address: the last usable one of the cell subnet."""
+    net = ipaddress.ip_network(subnet)
+    return str(net.broadcast_address - 1)
+
+
+def gate_body(gate: GateConfig, *, seccomp: str | None, gate_hash: str) -> dict[str, Any]:
+    """The create body of a cell's egress gate: hardened like the agent, only smaller."""
+    env = {
+        "AGENTCELL_TENANT": gate.tenant,
+        "AGENTCELL_CELL": gate.cell,
+        "AGENTCELL_PROXY_LISTEN": f"{gate.address}:{GATE_PROXY_PORT}",
+        "AGENTCELL_CONTROL_LISTEN": f"subnet:{gate.egress_subnet}:{GATE_CONTROL_PORT}",
+        "AGENTCELL_OWN_NETWORKS": f"{gate.cell_subnet},{gate.egress_subnet}",
+        "AGENTCELL_GATE_TOKEN": gate.token,
+    }
+    labels = {
+        LABEL_TENANT: gate.tenant,
+        LABEL_CELL: gate.cell,
+        LABEL_ROLE: "egress",
+        LABEL_GATE_HASH: gate_hash,
+    }
+    body = _hardened(
+        image=gate.image,
+        user=GATE_USER,
+        env=env,
+        labels=labels,
+        hostname="egress",
+        network=gate.network,
+        pids=128,
+        memory=128 * 1024**2,
+        cpus=1.0,
+        seccomp=seccomp,
+    )
+    body["Cmd"] = ["-m", "agentcell.gate.egress"]
+    body["NetworkingConfig"]["EndpointsConfig"][gate.network] = {
+        "IPAMConfig": {"IPv4Address": gate.address}
+    }
+    return body
+
+
+def _hardened(
+    *,
+    image: str,
+    user: str,
+    env: Mapping[str, str],
+    labels: Mapping[str, str],
+    hostname: str,
+    network: str,
+    pids: int,
+    memory: int,
+    cpus: float,
+    seccomp: str | None,
+) -> dict[str, Any]:
+    """The create body every container of a cell shares: the hardening itself."""
+    uid, gid = user.split(":")
     host_config: dict[str, Any] = {
         "ReadonlyRootfs": True,
         "Tmpfs": {
             "/tmp": f"rw,noexec,nosuid,nodev,size={TMP_TMPFS_SIZE},mode=1777",
             "/run": f"rw,noexec,nosuid,nodev,size={RUN_TMPFS_SIZE},mode=0755,uid={uid},gid={gid}",
         },
-        "Mounts": mounts,
+        "Mounts": [],
         "Binds": [],
         "CapDrop": ["ALL"],
         "CapAdd": [],
         "SecurityOpt": ["no-new-privileges:true"]
         + ([f"seccomp={seccomp}"] if seccomp is not None else []),
         "Privileged": False,
-        "PidsLimit": spec.resources.pids,
-        "Memory": spec.resources.memory,
-        "MemorySwap": spec.resources.memory,
-        "NanoCpus": round(spec.resources.cpus * 1e9),
+        "PidsLimit": pids,
+        "Memory": memory,
+        "MemorySwap": memory,
+        "NanoCpus": round(cpus * 1e9),
         "Init": True,
-        "NetworkMode": names.network,
+        "NetworkMode": network,
         "PortBindings": {},
         "PublishAllPorts": False,
         "IpcMode": "private",
@@ -117,24 +225,20 @@ def container_body(
         "RestartPolicy": {"Name": "no"},
         "LogConfig": {"Type": "json-file", "Config": dict(_LOG_OPTS)},
     }
-    body: dict[str, Any] = {
-        "Image": spec.image,
-        "User": spec.user,
+    return {
+        "Image": image,
+        "User": user,
         "Env": [f"{k}={v}" for k, v in sorted(env.items())],
-        "Labels": labels,
-        "Hostname": agent.name,
-        "WorkingDir": WORKSPACE_PATH if mounts else "",
+        "Labels": dict(labels),
+        "Hostname": hostname,
+        "WorkingDir": "",
         "HostConfig": host_config,
-        "NetworkingConfig": {"EndpointsConfig": {names.network: {}}},
+        "NetworkingConfig": {"EndpointsConfig": {network: {}}},
         "AttachStdin": False,
         "OpenStdin": False,
         "Tty": False,
         "StopTimeout": 5,
     }
-    if spec.command is not None:
-        body["Cmd"] = list(spec.command)
-        body["Entrypoint"] = []
-    return body
 
 
 def check_container(

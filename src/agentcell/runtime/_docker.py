@@ -25,6 +25,7 @@ from agentcell.policy import (
     check_container,
     container_body,
 )
+from agentcell.runtime._gate import GateManager
 
 __all__ = ["DeployOutcome", "DockerDriver", "cell_names"]
 
@@ -51,6 +52,7 @@ class DeployOutcome:
     container_id: str
     replaced: str | None = None
     created: list[str] = field(default_factory=list)
+    policy_digest: str = ""
 
 
 class DockerDriver:
@@ -68,6 +70,7 @@ class DockerDriver:
             raise RuntimeDriverError(
                 f"no Docker Engine answers ({e}); start one (make demo does) or set DOCKER_HOST"
             ) from None
+        self.gates = GateManager(self.client, seccomp)
 
     # -- observing ---------------------------------------------------------------------------
 
@@ -139,11 +142,17 @@ class DockerDriver:
         want: DesiredCell,
         step: Callable[[str], None],
         ready: Callable[[str], tuple[bool, str]] | None = None,
+        *,
+        allocate: Callable[[], str] | None = None,
+        gate_token: str = "",
     ) -> DeployOutcome:
         """Make the cell match ``want``; all or nothing.
 
         ``ready(ip)`` is one health probe; the new container must pass it (or, without
-        one, stay up for a moment) before the previous container is removed. On failure
+        one, stay up for a moment) before the previous container is removed. With an
+        egress policy the gate comes first (``allocate`` gives the tenant's egress network
+        its subnet; ``gate_token`` guards the gate's control port) and is loaded before the
+        agent starts. A running agent that already matches ``want`` is kept. On failure
         everything this call created is removed, a replaced container is started again,
         and DeployStepError names the step.
         """
@@ -183,11 +192,38 @@ class DockerDriver:
                 self._own_volume(volume, agent.spec.user)
             names = CellNames(container=names.container, network=network, volume=volume)
 
-            current = "create container"
-            step(current)
+            proxy = None
+            digest = ""
+            if want.policy:
+                current = "create egress network"
+                step(current)
+                if allocate is None:
+                    raise RuntimeDriverError("no subnet allocator for the egress network")
+                egress_net, egress_subnet, made = self.gates.egress_network(key[0], allocate)
+                if made:
+                    created.append(("network", egress_net))
+                current = "start egress gate"
+                step(current)
+                gate = self.gates.ensure(
+                    want, network=network, egress=(egress_net, egress_subnet), token=gate_token
+                )
+                if gate.created:
+                    created.append(("container", gate.container_id))
+                current = "load egress policy"
+                step(current)
+                digest = self.gates.load_policy(gate.control, gate_token, want.policy)
+                proxy = gate.proxy_url
+
             previous = self.client.containers.list(
                 all=True, filters={"label": _labels(key, "agent")}
             )
+            keep = self._matching_agent(previous, want, network)
+            if keep is not None:
+                self._drop_unwanted_gate(want)
+                return DeployOutcome(container_id=keep, policy_digest=digest)
+
+            current = "create container"
+            step(current)
             with contextlib.suppress(docker.errors.NotFound):
                 stale = self.client.containers.get(names.container)
                 if (
@@ -206,6 +242,7 @@ class DockerDriver:
                 spec_hash=want.spec_hash,
                 generation=want.generation,
                 seccomp=self.seccomp,
+                proxy=proxy,
             )
             cid = self.client.api.create_container_from_config(body, name=names.container)["Id"]
             created.append(("container", cid))
@@ -243,14 +280,59 @@ class DockerDriver:
                 for p in previous:
                     with contextlib.suppress(docker.errors.NotFound):
                         p.remove(force=True)
+            self._drop_unwanted_gate(want)
             return DeployOutcome(
                 container_id=cid,
                 replaced=previous[0].id if previous else None,
                 created=[c[1] for c in created],
+                policy_digest=digest,
             )
         except (docker.errors.DockerException, RuntimeDriverError, OSError) as e:
             self._rollback(created, previous if restart_previous else [])
             raise DeployStepError(current, _explain(e)) from None
+
+    def _matching_agent(
+        self, candidates: list[Container], want: DesiredCell, network: str
+    ) -> str | None:
+        """The id of a running agent that already is what ``want`` asks, on this network."""
+        net_id = self.client.api.inspect_network(network)["Id"]
+        for c in candidates:
+            nets = c.attrs.get("NetworkSettings", {}).get("Networks", {})
+            if (
+                c.status == "running"
+                and c.labels.get(LABEL_SPEC_HASH) == want.spec_hash
+                and c.labels.get(LABEL_GENERATION) == str(want.generation)
+                and (nets.get(network) or {}).get("NetworkID") == net_id
+            ):
+                return str(c.id)
+        return None
+
+    def _drop_unwanted_gate(self, want: DesiredCell) -> None:
+        if want.policy:
+            return
+        gate = self.gates.find(want.key)
+        if gate is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                gate.remove(force=True)
+            self.gates.remove_egress_network_if_unused(want.key[0])
+
+    def load_policy(self, key: CellKey, token: str, policy: str) -> str:
+        """Load ``policy`` into the cell's running gate; returns its digest."""
+        try:
+            return self.gates.load_policy(self.gates.control_address(key), token, policy)
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
+
+    def gate_logs(self, key: CellKey, *, since: int) -> Iterator[bytes]:
+        """The gate's decision records (its stdout), following, from ``since`` (unix time)."""
+        gate = self.gates.find(key)
+        if gate is None:
+            raise NotFoundError(f"cell {key[0]}/{key[1]} has no egress gate")
+        extra = {"since": since} if since > 0 else {}
+        out: Iterator[bytes] = gate.logs(
+            stream=True, follow=True, stdout=True, stderr=False, **extra
+        )
+        return out
 
     def start(self, key: CellKey) -> None:
         c = self.agent_container(key)
@@ -262,6 +344,12 @@ class DockerDriver:
 
     def remove(self, key: CellKey, *, keep_workspace: bool = False) -> list[str]:
         """Remove every engine object of the cell (the workspace unless kept). Idempotent."""
+        removed = self._remove_cell_objects(key, keep_workspace=keep_workspace)
+        if self.gates.remove_egress_network_if_unused(key[0]):
+            removed.append(f"network agentcell-{key[0]}-egress")
+        return removed
+
+    def _remove_cell_objects(self, key: CellKey, *, keep_workspace: bool) -> list[str]:
         removed: list[str] = []
         flt = {"label": _labels(key, None)}
         for c in self.client.containers.list(all=True, filters=flt):

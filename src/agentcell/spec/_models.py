@@ -65,6 +65,7 @@ _IMAGE_RE = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
 Port = Annotated[int, Field(ge=1, le=65535)]
+_HOST_RE = re.compile(r"^(\*\.)?[^\s@%/:*\\\[\]]+$")
 
 
 class LocatedError(ValueError):
@@ -100,7 +101,25 @@ class TenantQuota(_Model):
 class EgressRule(_Model):
     host: str | None = Field(default=None, description="exact name, or *.name for subdomains")
     cidr: str | None = None
-    ports: list[Port] = Field(default_factory=lambda: [80, 443])
+    ports: list[Port] = Field(default_factory=lambda: [80, 443], min_length=1)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            ipaddress.ip_address(v.strip("[]"))
+        except ValueError:
+            pass
+        else:
+            raise ValueError(f"{v!r} is an address: write it as a cidr rule, e.g. {{cidr: {v}/32}}")
+        if not _HOST_RE.match(v) or len(v) > 253:
+            raise ValueError(
+                f"{v!r} is not a host name: write a name such as api.example.com, or *.example.com "
+                "for its subdomains (no scheme, port, path, user or wildcard elsewhere)"
+            )
+        return v
 
     @field_validator("cidr")
     @classmethod
@@ -294,20 +313,8 @@ def unsupported(doc: Tenant | Agent) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     later = "not supported yet: "
     if isinstance(doc, Tenant):
-        if not doc.spec.egress.is_empty():
-            out.append(
-                ("spec.egress", later + "tenant-wide egress defaults arrive with the egress gate")
-            )
         return out
     s = doc.spec
-    if not s.egress.is_empty():
-        out.append(
-            (
-                "spec.egress",
-                later + "the egress gate is not part of this release; "
-                "remove the block (the cell then has no way out)",
-            )
-        )
     if s.docker.access != "none":
         out.append(("spec.docker.access", later + "'own' needs the docker proxy; use 'none'"))
     if s.secrets:
