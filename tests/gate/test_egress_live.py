@@ -22,7 +22,7 @@ import yaml
 
 from agentcell.control import GateTokens
 from agentcell.policy import GATE_CONTROL_PORT, gate_address
-from livecell import DEMO_IMAGE, Server, free_port, remove_labelled, wait_for
+from livecell import DEMO_IMAGE, TEST_POOL, Server, free_port, remove_labelled, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -161,6 +161,8 @@ def _policy(inet: str, *, wildcard: bool = True) -> dict[str, Any]:
     if wildcard:
         allow.append({"host": "*.allowed.test", "ports": [80, 443]})
     allow.append({"cidr": f"{inet}/32", "ports": [80, 443]})
+    # Even a rule that covers the cell's own networks never reaches the gate itself.
+    allow.append({"cidr": TEST_POOL, "ports": [3128, 3129]})
     return {
         "allow": allow,
         "resolve": {
