@@ -1,5 +1,6 @@
 """Pure planning: spec -> desired state; (desired, observed) -> actions."""
 
+from agentcell.plan._egress import compile_egress
 from agentcell.plan._hash import spec_hash
 from agentcell.plan._model import (
     Action,
@@ -24,6 +25,7 @@ __all__ = [
     "Progress",
     "allocate_subnet",
     "check_quota",
+    "compile_egress",
     "parse_pool",
     "plan",
     "spec_hash",

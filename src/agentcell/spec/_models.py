@@ -101,7 +101,11 @@ class TenantQuota(_Model):
 class EgressRule(_Model):
     host: str | None = Field(default=None, description="exact name, or *.name for subdomains")
     cidr: str | None = None
-    ports: list[Port] = Field(default_factory=lambda: [80, 443], min_length=1)
+    ports: list[Port] | None = Field(
+        default=None,
+        min_length=1,
+        description="allow rules: 80 and 443 when left out; deny rules: every port",
+    )
 
     @field_validator("host")
     @classmethod
