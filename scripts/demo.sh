@@ -48,6 +48,12 @@ echo "== demo: agentcell status acme/researcher =="
 "$AC" status acme/researcher
 echo "== demo: agentcell verify acme/researcher =="
 "$AC" verify acme/researcher
+echo "== demo: agentcell egress log acme/researcher (the agent's requests, as its gate decided them) =="
+for _ in $(seq 1 100); do
+  [ -n "$("$AC" egress log acme/researcher --limit 1)" ] && break
+  sleep 0.2
+done
+"$AC" egress log acme/researcher --limit 5
 cat <<EOT
 
 demo: done. The control plane keeps running (log: $LOG); 'make stop' stops it.

@@ -329,7 +329,9 @@ class Reconciler:
                     if attrs.get("agentcell.role") == "egress" and ev.get("Action") == "start":
                         # A gate that (re)starts has no policy: load it again.
                         key = (attrs.get("agentcell.tenant", ""), attrs.get("agentcell.cell", ""))
-                        if self.store.cell(key) is not None:
+                        with self._busy_lock:
+                            ours = key in self._busy  # a deploy started it and loads it
+                        if not ours and self.store.cell(key) is not None:
                             self.store.set_status(key, policy_digest="")
                     if (
                         "agentcell.tenant" in attrs
