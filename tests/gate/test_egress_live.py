@@ -22,7 +22,7 @@ import yaml
 
 from agentcell.control import GateTokens
 from agentcell.policy import GATE_CONTROL_PORT, gate_address
-from livecell import DEMO_IMAGE, TEST_POOL, Server, free_port, remove_labelled, wait_for
+from livecell import AGENTCELL, DEMO_IMAGE, TEST_POOL, Server, free_port, remove_labelled, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -507,3 +507,35 @@ def test_denials_are_in_the_egress_log(cell: Cell) -> None:
     res = cell.server.cli("egress", "log", f"{cell.tenant}/agent", "--denied", check=True)
     assert "deny" in res.stdout
     assert "allow " not in res.stdout
+
+
+def test_egress_log_follows_new_decisions(cell: Cell) -> None:
+    import selectors
+
+    proc = subprocess.Popen(
+        [*AGENTCELL, "egress", "log", f"{cell.tenant}/agent", "-f", "--limit", "1", "-o", "json"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cell.server.env(),
+    )
+    try:
+        assert proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        # A name no rule allows: denied by name, so the gate never resolves it.
+        marker = f"follow-{secrets.token_hex(3)}.denied.test"
+        cell.curl(f"http://{marker}/")
+        seen = []
+
+        def got_marker() -> bool:
+            if sel.select(timeout=0.2):
+                seen.append(proc.stdout.readline())  # type: ignore[union-attr]
+            return any(marker in line for line in seen)
+
+        wait_for(got_marker, 20, "the followed log to show the new decision")
+        record = json.loads(next(line for line in seen if marker in line))
+        assert record["decision"] == "deny"
+        assert record["reason"] == "no rule allows this host"
+    finally:
+        proc.kill()
+        proc.wait(10)
