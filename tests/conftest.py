@@ -7,8 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from livecell import DEMO_IMAGE, Server, free_port, remove_labelled
+
+# The machines are shared and noisy: a property holds or not, however long one example takes.
+settings.register_profile("agentcell", deadline=None)
+settings.load_profile("agentcell")
 
 
 @pytest.fixture(scope="session")
