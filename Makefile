@@ -9,7 +9,7 @@ help:
 	@echo "make demo   set up, build images, start the control plane, deploy the demo cell, verify it"
 	@echo "make test   set up, build images, run lint and the whole test suite on the real engine"
 	@echo "make stop   stop the control plane started by make demo"
-	@echo "make bench  run the deploy benchmark (bench/deploy.py)"
+	@echo "make bench  run the benchmarks (bench/deploy.py, bench/egress.py; installs squid to compare)"
 
 setup:
 	@bash scripts/setup.sh
@@ -37,7 +37,9 @@ test: images
 	@bash scripts/test.sh all
 
 bench: images
+	@bash scripts/setup.sh bench
 	@$(VENV)/bin/python bench/deploy.py
+	@$(VENV)/bin/python bench/egress.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

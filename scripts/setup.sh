@@ -79,6 +79,13 @@ else
   fi
 fi
 
+# --- 1b. What the benchmarks compare against (make bench only) -----------------------------
+if [ "${1:-}" = "bench" ]; then
+  apt_install squid
+  say "done"
+  exit 0
+fi
+
 # --- 2. The engine's default seccomp profile ------------------------------------------------
 # Cells run under the engine's own default profile minus ptrace (agentcell derives it at
 # start). Debian ships that profile in the engine's source package; take just the file.

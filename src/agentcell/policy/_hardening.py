@@ -171,7 +171,7 @@ def gate_body(gate: GateConfig, *, seccomp: str | None, gate_hash: str) -> dict[
         labels=labels,
         hostname="egress",
         network=gate.network,
-        pids=128,
+        pids=1024,  # two relay threads per tunnel: room for ~500 tunnels
         memory=128 * 1024**2,
         cpus=1.0,
         seccomp=seccomp,

@@ -213,10 +213,10 @@ class GateManager:
     # -- helpers -------------------------------------------------------------------------------
 
     def _hash(self, config: GateConfig) -> str:
+        """Changes whenever the gate would be made differently: body, image or profile."""
         image = self.client.images.get(config.image).id if self._has(config.image) else ""
-        blob = json.dumps(
-            [config.__dict__, image, PROFILE_VERSION, self.seccomp or ""], sort_keys=True
-        )
+        body = gate_body(config, seccomp=self.seccomp, gate_hash="")
+        blob = json.dumps([body, image, PROFILE_VERSION], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _has(self, image: str) -> bool:
