@@ -230,3 +230,37 @@ def test_cli_errors_say_what_is_wrong(server: Server, tmp_path: Path) -> None:
     assert down.returncode == 1 and "cannot reach the control plane" in down.stderr
     schema = json.loads(server.cli("schema", check=True).stdout)
     assert schema["title"].startswith("agentcell/v1")
+
+
+def test_logs_follow_streams_new_output(server: Server, tenant: str, tmp_path: Path) -> None:
+    import selectors
+    import subprocess
+
+    from livecell import AGENTCELL
+
+    text = spec_text(tenant)
+    assert _deploy(server, tmp_path, text).returncode == 0
+    proc = subprocess.Popen(
+        [*AGENTCELL, "logs", f"{tenant}/agent", "-f", "--tail", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=server.env(),
+    )
+    try:
+        assert proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        server.cli(
+            "exec", f"{tenant}/agent", "--", "sh", "-c", "echo marker > /proc/1/fd/1", check=True
+        )
+        seen: list[str] = []
+
+        def marker() -> bool:
+            if sel.select(timeout=0.2):
+                seen.append(proc.stdout.readline())  # type: ignore[union-attr]
+            return any("marker" in line for line in seen)
+
+        wait_for(marker, 20, "the followed log to show output written after it started")
+    finally:
+        proc.kill()
+        proc.wait(10)
