@@ -122,17 +122,7 @@ class ControlPlane:
             subnet = existing.subnet if existing else self.reconciler.allocate_subnet()
             policy, digest = policies[key]
             generation, changed = self.store.put_cell(a, spec_hash(a, egress=bool(policy)), subnet)
-            if self.store.set_policy(key, policy, digest):
-                self.store.audit(
-                    AuditRecord(
-                        *key,
-                        actor,
-                        "policy",
-                        "allow",
-                        "policy changed",
-                        {"digest": digest, "source": source},
-                    )
-                )
+            self._store_policy(key, policy, digest, actor, source)
             out_c.append(
                 {
                     "tenant": a.tenant,
@@ -195,17 +185,14 @@ class ControlPlane:
                 self.store.put_cell(
                     want.agent, spec_hash(want.agent, egress=bool(policy)), want.subnet
                 )
-                if self.store.set_policy(key, policy, digest):
-                    self.store.audit(
-                        AuditRecord(
-                            *key,
-                            actor,
-                            "policy",
-                            "allow",
-                            "policy changed",
-                            {"digest": digest, "source": source},
-                        )
-                    )
+                self._store_policy(key, policy, digest, actor, source)
+
+    def _store_policy(
+        self, key: CellKey, policy: str, digest: str, actor: str, source: str
+    ) -> None:
+        if self.store.set_policy(key, policy, digest):
+            details = {"digest": digest, "source": source}
+            self.store.audit(AuditRecord(*key, actor, "policy", "allow", "policy changed", details))
 
     def remove(self, key: CellKey, *, keep_workspace: bool, actor: str) -> None:
         if not self.store.mark_deleted(key, keep_workspace=keep_workspace):

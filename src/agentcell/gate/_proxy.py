@@ -136,6 +136,21 @@ class Proxy:
 
     # -- CONNECT ------------------------------------------------------------------
 
+    async def _admit(
+        self, client: socket.socket, record: Record, host: str, port: int
+    ) -> tuple[Flow, EgressDecision]:
+        """Decide; when allowed, register the flow (so a reload can close it) and record it."""
+        decision, generation = await self._state.decide(host, port)
+        if not decision.allow or decision.address is None:
+            raise _Refuse(403, decision.reason, decision.rule)
+        flow = Flow(client, record, host, port, decision.address)
+        refused = self._state.admit(flow, generation)
+        if refused is not None:
+            raise _Refuse(403, refused.reason, refused.rule)
+        record.address = str(decision.address)
+        record.allow(decision.reason, decision.rule)
+        return flow, decision
+
     async def _connect(
         self,
         client: socket.socket,
@@ -159,15 +174,7 @@ class Proxy:
             raise _Refuse(400, BAD_REQUEST) from None
         if not isinstance(end, h11.EndOfMessage):
             raise _Refuse(400, BAD_REQUEST)  # CONNECT carries no body
-        decision, generation = await self._state.decide(host, port)
-        if not decision.allow or decision.address is None:
-            raise _Refuse(403, decision.reason, decision.rule)
-        flow = Flow(client, record, host, port, decision.address)
-        refused = self._state.admit(flow, generation)
-        if refused is not None:
-            raise _Refuse(403, refused.reason, refused.rule)
-        record.address = str(decision.address)
-        record.allow(decision.reason, decision.rule)
+        flow, decision = await self._admit(client, record, host, port)
         try:
             return await self._tunnel(client, conn, flow, decision)
         finally:
@@ -235,15 +242,7 @@ class Proxy:
             raise _Refuse(400, BAD_AUTHORITY) from None
         record.host, record.port = host, port
         host_header = _host_header(request, host, port)
-        decision, generation = await self._state.decide(host, port)
-        if not decision.allow or decision.address is None:
-            raise _Refuse(403, decision.reason, decision.rule)
-        flow = Flow(client, record, host, port, decision.address)
-        refused = self._state.admit(flow, generation)
-        if refused is not None:
-            raise _Refuse(403, refused.reason, refused.rule)
-        record.address = str(decision.address)
-        record.allow(decision.reason, decision.rule)
+        flow, decision = await self._admit(client, record, host, port)
         try:
             return await self._exchange(client, conn, request, flow, decision, path, host_header)
         finally:
