@@ -197,18 +197,6 @@ def _bind_v4(kind: int, port: int) -> socket.socket:
         s.close()
         raise
     return s
-    try:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        s.bind(("::", port))
-    except OSError:
-        s.close()
-        s = socket.socket(socket.AF_INET, kind)
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            s.close()
-            raise
-    return s
 
 
 class HostTraps:
