@@ -1,0 +1,75 @@
+"""The docker proxy process: ``python3 -m agentcell.gate.dockerproxy``.
+
+Present in a cell only when its agent may manage containers: it stands between the
+agent (``DOCKER_HOST=tcp://<proxy>:2375``) and the engine's socket, and lets the agent
+run, inspect, exec into and remove its own children and nothing else. Every request is
+decided by ``agentcell.policy`` (``_dockerapi``, ``_enginejson``, ``_childbody``); the
+IO and the order of the steps are in ``_docker_proxy``. One JSON decision record per
+request on stdout; lifecycle messages on stderr. Settings: ``_docker_config``.
+SIGTERM or SIGINT stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+from agentcell.gate._config import GateConfigError
+from agentcell.gate._docker_config import DockerProxyConfig
+from agentcell.gate._records import log
+
+__all__ = ["main", "serve"]
+
+_STOP_GRACE = 5.0
+
+
+async def serve(config: DockerProxyConfig) -> int:
+    """Run the proxy until SIGTERM/SIGINT; 0 on a clean stop, 2 if it cannot start."""
+    from agentcell.gate._docker_proxy import DockerProxy
+    from agentcell.gate._docker_records import DockerRecordWriter
+    from agentcell.gate._server import _Acceptor, _listen, _where
+
+    loop = asyncio.get_running_loop()
+    try:
+        sock = _listen(*config.listen)
+    except OSError as e:
+        log(f"cannot start: docker proxy port {config.listen}: {e}")
+        return 2
+    proxy = DockerProxy(config, DockerRecordWriter(config.tenant, config.cell))
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    tasks: set[asyncio.Task[None]] = set()
+    acceptor = _Acceptor(sock, proxy.handle, "dockerproxy", tasks)
+    log(
+        f"docker proxy started: listen={_where(sock)} engine={config.engine_socket} "
+        f"tenant={config.tenant} cell={config.cell} network={config.network}"
+    )
+    await stop.wait()
+    log("docker proxy stopping")
+    acceptor.close()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=_STOP_GRACE)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    proxy.close()
+    return 0
+
+
+def main() -> int:
+    """Run the docker proxy; 0 on a clean stop, 2 if it cannot start."""
+    try:
+        config = DockerProxyConfig.from_env(os.environ)
+    except GateConfigError as e:
+        log(f"cannot start: {e}")
+        return 2
+    if "ssl" not in sys.modules:
+        sys.modules["ssl"] = None  # type: ignore[assignment]  # no TLS here: keep RSS down
+    return asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
