@@ -552,9 +552,9 @@ BAD: list[tuple[str, str, list[Located]]] = [
         ],
     ),
     (
-        "docker access 'own' is not supported yet",
-        AGENT + "  docker:\n    access: own\n",
-        [(1, 9, "spec.docker.access", LATER + "'own' needs the docker proxy; use 'none'")],
+        "docker limits must be positive",
+        AGENT + "  docker:\n    access: own\n    limits: {cpus: 0}\n",
+        [(1, 10, "spec.docker.limits.cpus", "Input should be greater than 0, got 0")],
     ),
     (
         "secrets are not supported yet",
@@ -575,9 +575,14 @@ BAD: list[tuple[str, str, list[Located]]] = [
     ),
     (
         "every unsupported field of one Agent is reported at once",
-        AGENT + "  docker: {access: own}\n  secrets: [a]\n",
+        AGENT + "  workspace: {size: 1Gi}\n  secrets: [a]\n",
         [
-            (1, 8, "spec.docker.access", LATER + "'own' needs the docker proxy; use 'none'"),
+            (
+                1,
+                8,
+                "spec.workspace.size",
+                LATER + "this engine's volume driver cannot enforce a size; omit it",
+            ),
             (1, 9, "spec.secrets", LATER + "secret delivery is not part of this release"),
         ],
     ),

@@ -53,7 +53,13 @@ class ControlPlane:
         self.token = ensure_admin_token(config.state_dir)
         self.store = Store(config.state_dir / "agentcell.db")
         self.seccomp, self.seccomp_note = cell_seccomp_profile(config.seccomp_base)
-        self.driver = driver or DockerDriver(seccomp=self.seccomp)
+        seccomp_file = None
+        if self.seccomp is not None:  # what docker proxies give the children they create
+            path = config.state_dir / "cell-seccomp.json"
+            path.write_text(self.seccomp)
+            path.chmod(0o644)
+            seccomp_file = str(path)
+        self.driver = driver or DockerDriver(seccomp=self.seccomp, seccomp_file=seccomp_file)
         self.firewall = Firewall(config.subnet_pool, iptables=config.iptables)
         self.reconciler = Reconciler(
             self.store,

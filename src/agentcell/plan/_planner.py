@@ -5,8 +5,9 @@ Precedence, per cell:
 1. desired and marked deleted, engine objects present -> REMOVE
 2. desired, this generation already failed to deploy  -> nothing (waits for a new spec)
 3. desired, engine holds nothing or misses a piece     -> DEPLOY ("cell missing" / "... missing")
-   (the egress gate is a piece when the policy is not empty, and must be running;
-   a gate that is not wanted any more is "egress gate not wanted")
+   (the egress gate is a piece when the policy is not empty, the docker proxy when
+   docker access is "own"; each must be running, and one not wanted any more is
+   "... not wanted")
 4. desired, agent container's spec hash differs        -> DEPLOY ("spec changed")
 5. desired, agent container not running:
    a. restarts inside the window reached the limit      -> GIVE_UP ("crash loop")
@@ -105,4 +106,12 @@ def _missing(want: DesiredCell, have: ObservedCell) -> str:
         return "egress gate stopped"
     if not want.policy and gate is not None:
         return "egress gate not wanted"
+    proxy = have.role("dockerproxy")
+    wants_proxy = want.agent.spec.docker.access == "own"
+    if wants_proxy and proxy is None:
+        return "docker proxy missing"
+    if wants_proxy and proxy is not None and proxy.state != "running":
+        return "docker proxy stopped"
+    if not wants_proxy and proxy is not None:
+        return "docker proxy not wanted"
     return ""

@@ -19,6 +19,9 @@ if TYPE_CHECKING:  # only the type: the gate imports policy without pydantic
     from agentcell.spec import Agent
 
 __all__ = [
+    "DOCKER_PROXY_PORT",
+    "DOCKER_PROXY_USER",
+    "ENGINE_SOCKET_PATH",
     "GATE_CONTROL_PORT",
     "GATE_PROXY_PORT",
     "GATE_USER",
@@ -33,9 +36,12 @@ __all__ = [
     "TMP_TMPFS_SIZE",
     "WORKSPACE_PATH",
     "CellNames",
+    "DockerProxyConfig",
     "GateConfig",
     "check_container",
     "container_body",
+    "docker_proxy_address",
+    "docker_proxy_body",
     "gate_address",
     "gate_body",
 ]
@@ -76,11 +82,13 @@ def container_body(
     generation: int,
     seccomp: str | None = None,
     proxy: str | None = None,
+    docker_host: str | None = None,
 ) -> dict[str, Any]:
     """The Engine API ``POST /containers/create`` body of a cell's agent container.
 
     ``seccomp`` is a profile as JSON text (see ``stricter_seccomp``); None keeps the
-    engine's default profile. Never unconfined. ``proxy`` is the egress gate's URL.
+    engine's default profile. Never unconfined. ``proxy`` is the egress gate's URL;
+    ``docker_host`` the docker proxy's, when the agent may manage containers.
     """
     spec = agent.spec
     labels = {
@@ -95,6 +103,12 @@ def container_body(
         for var in ("HTTP_PROXY", "HTTPS_PROXY"):
             env[var] = env[var.lower()] = proxy
         env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
+    if docker_host is not None:
+        env["DOCKER_HOST"] = docker_host
+        # The docker proxy is on the cell network: never send the CLI through the gate.
+        if proxy is not None:
+            host = docker_host.removeprefix("tcp://").rpartition(":")[0]
+            env["NO_PROXY"] = env["no_proxy"] = f"{env['NO_PROXY']},{host}"
     mounts: list[dict[str, Any]] = []
     if names.volume is not None and spec.workspace.access != "none":
         mounts.append(
@@ -179,6 +193,96 @@ def gate_body(gate: GateConfig, *, seccomp: str | None, gate_hash: str) -> dict[
     body["Cmd"] = ["-m", "agentcell.gate.egress"]
     body["NetworkingConfig"]["EndpointsConfig"][gate.network] = {
         "IPAMConfig": {"IPv4Address": gate.address}
+    }
+    return body
+
+
+@dataclass(frozen=True)
+class DockerProxyConfig:
+    """Everything a cell's docker proxy container is made from."""
+
+    tenant: str
+    cell: str
+    image: str
+    container: str
+    network: str  # the cell's internal network: the proxy's only one, and its children's
+    address: str  # the proxy's fixed address on it
+    engine_socket: str  # on the host; mounted alone, at ENGINE_SOCKET_PATH
+    socket_gid: int  # the group that may use it: the proxy's only extra right
+    seccomp_file: str | None  # on the host: the cell's profile, for the children
+    child_user: str
+    containers: int
+    cpus: float
+    memory: int
+
+
+DOCKER_PROXY_USER = "10003:10003"
+DOCKER_PROXY_PORT = 2375
+ENGINE_SOCKET_PATH = "/run/agentcell/engine.sock"
+_SECCOMP_PATH = "/etc/agentcell/seccomp.json"
+
+
+def docker_proxy_address(subnet: str) -> str:
+    """The docker proxy's fixed address: just below the gate's."""
+    net = ipaddress.ip_network(subnet)
+    return str(net.broadcast_address - 2)
+
+
+def docker_proxy_body(
+    proxy: DockerProxyConfig, *, seccomp: str | None, proxy_hash: str
+) -> dict[str, Any]:
+    """The create body of a cell's docker proxy: hardened, with one extra: the socket.
+
+    The engine's socket is the only host path it sees (and the profile it hands its
+    children, read-only); it runs as its own non-root user with the socket's group.
+    """
+    env = {
+        "AGENTCELL_TENANT": proxy.tenant,
+        "AGENTCELL_CELL": proxy.cell,
+        "AGENTCELL_NETWORK": proxy.network,
+        "AGENTCELL_PROXY_LISTEN": f"{proxy.address}:{DOCKER_PROXY_PORT}",
+        "AGENTCELL_ENGINE_SOCKET": ENGINE_SOCKET_PATH,
+        "AGENTCELL_CHILD_USER": proxy.child_user,
+        "AGENTCELL_LIMIT_CONTAINERS": str(proxy.containers),
+        "AGENTCELL_LIMIT_CPUS": f"{proxy.cpus:g}",
+        "AGENTCELL_LIMIT_MEMORY": str(proxy.memory),
+    }
+    mounts: list[dict[str, Any]] = [
+        {"Type": "bind", "Source": proxy.engine_socket, "Target": ENGINE_SOCKET_PATH}
+    ]
+    if proxy.seccomp_file is not None:
+        env["AGENTCELL_SECCOMP"] = _SECCOMP_PATH
+        mounts.append(
+            {
+                "Type": "bind",
+                "Source": proxy.seccomp_file,
+                "Target": _SECCOMP_PATH,
+                "ReadOnly": True,
+            }
+        )
+    labels = {
+        LABEL_TENANT: proxy.tenant,
+        LABEL_CELL: proxy.cell,
+        LABEL_ROLE: "dockerproxy",
+        LABEL_GATE_HASH: proxy_hash,
+    }
+    body = _hardened(
+        image=proxy.image,
+        user=DOCKER_PROXY_USER,
+        env=env,
+        labels=labels,
+        hostname="dockerproxy",
+        network=proxy.network,
+        pids=256,
+        memory=128 * 1024**2,
+        cpus=1.0,
+        seccomp=seccomp,
+    )
+    body["HostConfig"]["Mounts"] = mounts
+    body["HostConfig"]["GroupAdd"] = [str(proxy.socket_gid)]
+    body["Cmd"] = ["-m", "agentcell.gate.dockerproxy"]
+    body["NetworkingConfig"]["EndpointsConfig"][proxy.network] = {
+        "IPAMConfig": {"IPv4Address": proxy.address}
     }
     return body
 

@@ -25,6 +25,7 @@ from agentcell.policy import (
     check_container,
     container_body,
 )
+from agentcell.runtime._dockerproxy import DockerProxyManager
 from agentcell.runtime._gate import GateManager
 
 __all__ = ["DeployOutcome", "DockerDriver", "cell_names"]
@@ -59,7 +60,11 @@ class DockerDriver:
     """One engine connection. Thread-safe as the docker SDK's client is."""
 
     def __init__(
-        self, client: docker.DockerClient | None = None, *, seccomp: str | None = None
+        self,
+        client: docker.DockerClient | None = None,
+        *,
+        seccomp: str | None = None,
+        seccomp_file: str | None = None,
     ) -> None:
         self.seccomp = seccomp
         """The cells' seccomp profile as JSON text; None keeps the engine's default."""
@@ -71,6 +76,7 @@ class DockerDriver:
                 f"no Docker Engine answers ({e}); start one (make demo does) or set DOCKER_HOST"
             ) from None
         self.gates = GateManager(self.client, seccomp)
+        self.dockerproxies = DockerProxyManager(self.client, seccomp, seccomp_file)
 
     # -- observing ---------------------------------------------------------------------------
 
@@ -214,6 +220,15 @@ class DockerDriver:
                 digest = self.gates.load_policy(gate.control, gate_token, want.policy)
                 proxy = gate.proxy_url
 
+            docker_host = None
+            if agent.spec.docker.access == "own":
+                current = "start docker proxy"
+                step(current)
+                dp = self.dockerproxies.ensure(want, network=network)
+                if dp.created:
+                    created.append(("container", dp.container_id))
+                docker_host = dp.url
+
             previous = self.client.containers.list(
                 all=True, filters={"label": _labels(key, "agent")}
             )
@@ -243,6 +258,7 @@ class DockerDriver:
                 generation=want.generation,
                 seccomp=self.seccomp,
                 proxy=proxy,
+                docker_host=docker_host,
             )
             cid = self.client.api.create_container_from_config(body, name=names.container)["Id"]
             created.append(("container", cid))
@@ -308,6 +324,8 @@ class DockerDriver:
         return None
 
     def _drop_unwanted_gate(self, want: DesiredCell) -> None:
+        if want.agent.spec.docker.access != "own":
+            self.dockerproxies.remove(want.key)
         if want.policy:
             return
         gate = self.gates.find(want.key)

@@ -319,8 +319,6 @@ def unsupported(doc: Tenant | Agent) -> list[tuple[str, str]]:
     if isinstance(doc, Tenant):
         return out
     s = doc.spec
-    if s.docker.access != "none":
-        out.append(("spec.docker.access", later + "'own' needs the docker proxy; use 'none'"))
     if s.secrets:
         out.append(("spec.secrets", later + "secret delivery is not part of this release"))
     if s.workspace.size is not None:
