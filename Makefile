@@ -9,7 +9,7 @@ help:
 	@echo "make demo   set up, build images, start the control plane, deploy the demo cell, verify it"
 	@echo "make test   set up, build images, run lint and the whole test suite on the real engine"
 	@echo "make stop   stop the control plane started by make demo"
-	@echo "make bench  run the benchmarks (bench/deploy.py, bench/egress.py; installs squid to compare)"
+	@echo "make bench  run the benchmarks (bench/*.py; installs squid and haproxy to compare)"
 
 setup:
 	@bash scripts/setup.sh
@@ -40,6 +40,7 @@ bench: images
 	@bash scripts/setup.sh bench
 	@$(VENV)/bin/python bench/deploy.py
 	@$(VENV)/bin/python bench/egress.py
+	@$(VENV)/bin/python bench/dockerproxy.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -81,7 +81,7 @@ fi
 
 # --- 1b. What the benchmarks compare against (make bench only) -----------------------------
 if [ "${1:-}" = "bench" ]; then
-  apt_install squid
+  apt_install squid haproxy
   say "done"
   exit 0
 fi
