@@ -181,3 +181,59 @@ def test_endpoints_outside_the_table_are_refused(cells: tuple[Cell, Cell]) -> No
     assert me.api("POST", "/v1.41/networks/create", {"Name": "escape"})[0] == 403
     assert me.api("POST", "/v1.41/build")[0] == 403
     assert me.api("GET", "/v%31.41/containers/json")[0] in (400, 403)
+
+
+def _install_cli(agent: Any) -> str:
+    """Put the host's stock docker CLI (Debian's docker.io) into the agent's workspace."""
+    import io
+    import tarfile
+
+    cli = Path("/usr/bin/docker")
+    if not cli.exists():
+        pytest.skip("no stock docker CLI on this host (Debian's docker.io provides it)")
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tar.gettarinfo(str(cli), arcname="docker")
+        info.uid = info.gid = 10001
+        info.mode = 0o755
+        with cli.open("rb") as f:
+            tar.addfile(info, f)
+    assert agent.put_archive("/workspace", data.getvalue())
+    return "/workspace/docker"
+
+
+def test_the_stock_docker_cli_works_inside_the_cell(cells: tuple[Cell, Cell]) -> None:
+    me, _ = cells
+    docker_cli = _install_cli(me.agent)
+    for c in me.api("GET", "/containers/json?all=1")[1]:  # room under the quota
+        assert me.api("DELETE", f"/containers/{c['Id']}?force=1")[0] == 204
+
+    def run(*cmd: str) -> tuple[int, str]:
+        code, out = me.agent.exec_run(list(cmd), user="10001:10001")
+        return code, out.decode(errors="replace")
+
+    code, out = run(docker_cli, "run", "--rm", DEMO_IMAGE, "echo", "hello from a child")
+    assert code == 0, out
+    assert "hello from a child" in out
+    code, out = run(docker_cli, "run", "-d", "--name", "cli-child", DEMO_IMAGE, "sleep", "300")
+    assert code == 0, out
+    code, out = run(docker_cli, "ps", "--format", "{{.Names}}")
+    assert code == 0
+    assert "cli-child" in out.split()
+    assert them_not_in(out, cells[1])
+    # Interactive: `script` gives the CLI a terminal, as a person's shell would.
+    code, out = run(
+        "script", "-qec", f"{docker_cli} exec -it cli-child sh -c 'tty; echo tty-ok'", "/dev/null"
+    )
+    assert code == 0, out
+    assert "tty-ok" in out
+    assert "/dev/pts/" in out
+    code, out = run(docker_cli, "run", "--rm", "--privileged", DEMO_IMAGE, "true")
+    assert code != 0
+    assert "privileged" in out.lower()
+    code, out = run(docker_cli, "rm", "-f", "cli-child")
+    assert code == 0, out
+
+
+def them_not_in(listing: str, them: Cell) -> bool:
+    return them.agent.name not in listing
