@@ -471,7 +471,5 @@ def test_c6_name_request_forwards_the_checked_id(proxy: Proxy, own: str) -> None
     name = f"{proxy.tenant}-own"
     reply = proxy.request("GET", f"/v1.41/containers/{name}/json")
     assert reply.status == 200 and reply.json()["Id"] == own
-    record = next(
-        r for r in reversed(proxy.records) if r["path"] == f"/v1.41/containers/{name}/json"
-    )
+    record = proxy.record(lambda r: r["path"] == f"/v1.41/containers/{name}/json", name)
     assert record["object"] == own and record["decision"] == "allow"

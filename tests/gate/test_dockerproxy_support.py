@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+import livecell
+
 DOCKER = "/usr/local/bin/docker"
 ENGINE = "/var/run/docker.sock"
 IMAGE = "agentcell/demo-agent:latest"
@@ -105,6 +107,17 @@ class Proxy:
     @property
     def host(self) -> str:
         return f"tcp://127.0.0.1:{self.port}"
+
+    def record(self, pred: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        """The newest record matching ``pred``, waiting for it: the proxy writes a record
+        after it has answered, so it may land a moment after the reply."""
+
+        def find() -> dict[str, Any] | None:
+            return next((r for r in reversed(self.records) if pred(r)), None)
+
+        found = livecell.wait_for(find, 10, f"a decision record: {what}")
+        assert isinstance(found, dict)
+        return found
 
     def send(self, raw: bytes) -> Reply:
         """Send raw bytes (a whole request or several) and read to the end of the stream."""

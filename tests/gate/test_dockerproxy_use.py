@@ -48,6 +48,7 @@ def test_run_ps_logs_exec_rm(proxy: Proxy) -> None:
     assert rc == 0, out
     rc, out = proxy.docker("ps", "-aq")
     assert cid[:12] not in out
+    proxy.record(lambda r: r.get("rule") == "container.remove", "the remove")
     allowed = [r for r in proxy.records if r.get("decision") == "allow"]
     assert {r["rule"] for r in allowed} >= {"container.create", "exec.start", "container.remove"}
     for r in proxy.records:
@@ -112,8 +113,8 @@ def test_interactive_exec_through_a_pty(proxy: Proxy) -> None:
         [DOCKER, "run", "--rm", "-it", IMAGE, "sh", "-c", "echo run-$((6*7)); tty"], env, b""
     )
     assert b"run-42" in out_bytes and b"/dev/pts/" in out_bytes, out_bytes
-    assert any(r["status"] == 101 and r["rule"] == "exec.start" for r in proxy.records)
-    assert any(r["status"] == 101 and r["rule"] == "container.attach" for r in proxy.records)
+    proxy.record(lambda r: r["status"] == 101 and r["rule"] == "exec.start", "exec upgrade")
+    proxy.record(lambda r: r["status"] == 101 and r["rule"] == "container.attach", "attach")
     proxy.docker("rm", "-f", cid)
 
 
