@@ -92,6 +92,9 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cell, Cell
             agent = client.containers.list(
                 filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]}
             )[0]
+            status = srv.cli("status", f"{tenant}/{cell}", check=True).stdout
+            assert "its own containers through agentcell-" in status
+            assert "at most 2 containers" in status
             out.append(Cell(tenant, agent))
         yield out[0], out[1]
         # Removing a cell removes the containers its agent made.

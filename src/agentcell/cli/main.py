@@ -303,6 +303,7 @@ def status(
         ("container", (c.get("container") or {}).get("name", "-")),
         ("seccomp", c.get("seccomp", "-")),
         ("egress", _egress_summary(c.get("egress"))),
+        ("docker", _docker_summary(c.get("docker"))),
     ]
     for k, v in rows:
         out.print(f"[bold]{k:>10}[/bold]  {v}", highlight=False)
@@ -318,6 +319,16 @@ def status(
             out.print(
                 f"  {when} {ev['kind']:<9} {ev['decision']:<6} {ev['reason']}", highlight=False
             )
+
+
+def _docker_summary(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "none: no Docker access"
+    lim = d["limits"]
+    return (
+        f"its own containers through {d['proxy']}, at most {lim['containers']} containers, "
+        f"{lim['cpus']:g} cpu, {format_bytes(lim['memory'])} in all"
+    )
 
 
 def _egress_summary(e: dict[str, Any] | None) -> str:

@@ -270,6 +270,18 @@ class ControlPlane:
                 "deny": len(rules.get("deny", [])),
                 "gate": f"{gate.name} ({gate.status})" if gate is not None else "missing",
             }
+        docker_access = want.agent.spec.docker
+        if docker_access.access == "own":
+            proxy = self.driver.dockerproxies.find(key)
+            limits = docker_access.limits
+            out["docker"] = {
+                "proxy": f"{proxy.name} ({proxy.status})" if proxy is not None else "missing",
+                "limits": {
+                    "containers": limits.containers,
+                    "cpus": limits.cpus,
+                    "memory": limits.memory,
+                },
+            }
         out["events"] = [
             r.__dict__ for r in self.store.audit_records(tenant=key[0], cell=key[1], limit=10)
         ]
