@@ -34,6 +34,7 @@ __all__ = [
     "RESOLUTION_TIMED_OUT",
     "SNI_MISMATCH",
     "UNSUPPORTED_SCHEME",
+    "DecisionRecord",
     "Record",
     "RecordWriter",
     "log",
@@ -71,25 +72,23 @@ def log(message: str) -> None:
             pass
 
 
-@dataclass
-class Record:
-    """One request's record, filled in as the request goes; written once."""
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
-    method: str = ""
-    host: str = ""
-    port: int = 0
-    address: str = ""
+
+@dataclass
+class DecisionRecord:
+    """What every sidecar's record holds: the decision, its reason and rule, and when.
+
+    Filled in as the request goes and written once; each sidecar's record adds what
+    the request was about (``subject``) and what it moved (``measures``).
+    """
+
     decision: str = "deny"
     reason: str = INTERNAL_ERROR
     rule: str = ""
-    bytes_up: int = 0
-    bytes_down: int = 0
     started: float = field(default_factory=time.monotonic)
-    time: str = field(
-        default_factory=lambda: (
-            datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        )
-    )
+    time: str = field(default_factory=_utc_now)
     written: bool = False
 
     def deny(self, reason: str, rule: str = "") -> None:
@@ -97,6 +96,35 @@ class Record:
 
     def allow(self, reason: str, rule: str) -> None:
         self.decision, self.reason, self.rule = "allow", reason, rule
+
+    def subject(self) -> dict[str, Any]:
+        return {}
+
+    def measures(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class Record(DecisionRecord):
+    """One egress request's record."""
+
+    method: str = ""
+    host: str = ""
+    port: int = 0
+    address: str = ""
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+    def subject(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "host": self.host,
+            "port": self.port,
+            "address": self.address,
+        }
+
+    def measures(self) -> dict[str, Any]:
+        return {"bytes_up": self.bytes_up, "bytes_down": self.bytes_down}
 
 
 class RecordWriter:
@@ -108,7 +136,7 @@ class RecordWriter:
         self._out = out if out is not None else sys.stdout
         self._lock = threading.Lock()
 
-    def write(self, record: Record) -> None:
+    def write(self, record: DecisionRecord) -> None:
         """Write ``record`` unless it already was; a broken stdout is logged, not raised."""
         if record.written:
             return
@@ -117,15 +145,11 @@ class RecordWriter:
             "time": record.time,
             "tenant": self._tenant,
             "cell": self._cell,
-            "method": record.method,
-            "host": record.host,
-            "port": record.port,
-            "address": record.address,
+            **record.subject(),
             "decision": record.decision,
             "reason": record.reason,
             "rule": record.rule,
-            "bytes_up": record.bytes_up,
-            "bytes_down": record.bytes_down,
+            **record.measures(),
             "duration_ms": round((time.monotonic() - record.started) * 1000, 3),
         }
         line = json.dumps(doc, separators=(",", ":"), ensure_ascii=True) + "\n"
