@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import docker
 import httpx
 import pytest
 
@@ -250,12 +251,14 @@ def test_logs_follow_streams_new_output(server: Server, tenant: str, tmp_path: P
         assert proc.stdout is not None
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
-        server.cli(
-            "exec", f"{tenant}/agent", "--", "sh", "-c", "echo marker > /proc/1/fd/1", check=True
-        )
         seen: list[str] = []
+        agent = docker.from_env().containers.list(
+            filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]}
+        )[0]
 
         def marker() -> bool:
+            # The follower may still be connecting: write the marker until it shows.
+            agent.exec_run(["sh", "-c", "echo marker > /proc/1/fd/1"], user="10001:10001")
             if sel.select(timeout=0.2):
                 seen.append(proc.stdout.readline())  # type: ignore[union-attr]
             return any("marker" in line for line in seen)

@@ -27,6 +27,7 @@ from agentcell.policy import (
 )
 from agentcell.runtime._dockerproxy import DockerProxyManager
 from agentcell.runtime._gate import GateManager
+from agentcell.runtime._labels import cell_labels
 
 __all__ = ["DeployOutcome", "DockerDriver", "cell_names"]
 
@@ -129,7 +130,7 @@ class DockerDriver:
 
     def agent_container(self, key: CellKey) -> Container:
         """The cell's agent container (the running one if several), or NotFoundError."""
-        found = self.client.containers.list(all=True, filters={"label": _labels(key, "agent")})
+        found = self.client.containers.list(all=True, filters={"label": cell_labels(key, "agent")})
         if not found:
             raise NotFoundError(f"cell {key[0]}/{key[1]} has no agent container")
         found.sort(key=lambda c: c.status != "running")
@@ -230,7 +231,7 @@ class DockerDriver:
                 docker_host = dp.url
 
             previous = self.client.containers.list(
-                all=True, filters={"label": _labels(key, "agent")}
+                all=True, filters={"label": cell_labels(key, "agent")}
             )
             keep = self._matching_agent(previous, want, network)
             if keep is not None:
@@ -369,7 +370,7 @@ class DockerDriver:
 
     def _remove_cell_objects(self, key: CellKey, *, keep_workspace: bool) -> list[str]:
         removed: list[str] = []
-        flt = {"label": _labels(key, None)}
+        flt = {"label": cell_labels(key, None)}
         for c in self.client.containers.list(all=True, filters=flt):
             with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
@@ -431,7 +432,7 @@ class DockerDriver:
     # -- helpers -----------------------------------------------------------------------------
 
     def _find(self, kind: str, key: CellKey) -> str | None:
-        flt = {"label": _labels(key, None)}
+        flt = {"label": cell_labels(key, None)}
         if kind == "networks":
             nets = self.client.api.networks(filters=flt)
             return str(nets[0]["Name"]) if nets else None
@@ -553,13 +554,6 @@ class DockerDriver:
         for p in restart:
             with contextlib.suppress(docker.errors.DockerException):
                 p.start()
-
-
-def _labels(key: CellKey, role: str | None) -> list[str]:
-    out = [f"{LABEL_TENANT}={key[0]}", f"{LABEL_CELL}={key[1]}"]
-    if role:
-        out.append(f"{LABEL_ROLE}={role}")
-    return out
 
 
 def _observed_container(c: dict[str, Any]) -> ObservedContainer:

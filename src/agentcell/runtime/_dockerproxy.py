@@ -23,15 +23,13 @@ from agentcell.errors import RuntimeDriverError
 from agentcell.plan import CellKey, DesiredCell
 from agentcell.policy import (
     DOCKER_PROXY_PORT,
-    LABEL_CELL,
     LABEL_GATE_HASH,
-    LABEL_ROLE,
-    LABEL_TENANT,
     PROFILE_VERSION,
     DockerProxyConfig,
     docker_proxy_address,
     docker_proxy_body,
 )
+from agentcell.runtime._labels import find_role
 
 __all__ = ["DockerProxy", "DockerProxyManager", "engine_socket"]
 
@@ -115,17 +113,7 @@ class DockerProxyManager:
         )
 
     def find(self, key: CellKey) -> Container | None:
-        found = self.client.containers.list(
-            all=True,
-            filters={
-                "label": [
-                    f"{LABEL_TENANT}={key[0]}",
-                    f"{LABEL_CELL}={key[1]}",
-                    f"{LABEL_ROLE}=dockerproxy",
-                ]
-            },
-        )
-        return found[0] if found else None
+        return find_role(self.client, key, "dockerproxy")
 
     def remove(self, key: CellKey) -> None:
         proxy = self.find(key)

@@ -25,7 +25,6 @@ from agentcell.plan import CellKey, DesiredCell
 from agentcell.policy import (
     GATE_CONTROL_PORT,
     GATE_PROXY_PORT,
-    LABEL_CELL,
     LABEL_GATE_HASH,
     LABEL_ROLE,
     LABEL_TENANT,
@@ -34,6 +33,7 @@ from agentcell.policy import (
     gate_address,
     gate_body,
 )
+from agentcell.runtime._labels import find_role
 
 __all__ = ["GATE_IMAGE", "Gate", "GateManager"]
 
@@ -156,17 +156,7 @@ class GateManager:
         )
 
     def find(self, key: CellKey) -> docker.models.containers.Container | None:
-        found = self.client.containers.list(
-            all=True,
-            filters={
-                "label": [
-                    f"{LABEL_TENANT}={key[0]}",
-                    f"{LABEL_CELL}={key[1]}",
-                    f"{LABEL_ROLE}=egress",
-                ]
-            },
-        )
-        return found[0] if found else None
+        return find_role(self.client, key, "egress")
 
     def control_address(self, key: CellKey) -> tuple[str, int]:
         """Where the running gate's control port listens, or RuntimeDriverError."""
