@@ -23,13 +23,12 @@ from agentcell.errors import RuntimeDriverError
 from agentcell.plan import CellKey, DesiredCell
 from agentcell.policy import (
     DOCKER_PROXY_PORT,
-    LABEL_GATE_HASH,
     PROFILE_VERSION,
     DockerProxyConfig,
     docker_proxy_address,
     docker_proxy_body,
 )
-from agentcell.runtime._labels import find_role
+from agentcell.runtime._labels import ensure_sidecar, find_role
 
 __all__ = ["DockerProxy", "DockerProxyManager", "engine_socket"]
 
@@ -91,20 +90,14 @@ class DockerProxyManager:
         wanted = hashlib.sha256(
             json.dumps([body, image, PROFILE_VERSION], sort_keys=True).encode()
         ).hexdigest()[:16]
-        created = False
-        container = self.find(key)
-        if container is not None and container.labels.get(LABEL_GATE_HASH) != wanted:
-            container.remove(force=True)
-            container = None
-        if container is None:
-            with contextlib.suppress(docker.errors.NotFound):
-                self.client.containers.get(config.container).remove(force=True)
-            body = docker_proxy_body(config, seccomp=self.seccomp, proxy_hash=wanted)
-            cid = self.client.api.create_container_from_config(body, name=config.container)["Id"]
-            container = self.client.containers.get(cid)
-            created = True
-        if container.status != "running":
-            container.start()
+        container, created = ensure_sidecar(
+            self.client,
+            key,
+            "dockerproxy",
+            name=config.container,
+            body_hash=wanted,
+            body=lambda: docker_proxy_body(config, seccomp=self.seccomp, proxy_hash=wanted),
+        )
         self._wait_ready(config.address)
         return DockerProxy(
             container_id=str(container.id),

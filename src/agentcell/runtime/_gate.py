@@ -25,7 +25,6 @@ from agentcell.plan import CellKey, DesiredCell
 from agentcell.policy import (
     GATE_CONTROL_PORT,
     GATE_PROXY_PORT,
-    LABEL_GATE_HASH,
     LABEL_ROLE,
     LABEL_TENANT,
     PROFILE_VERSION,
@@ -33,7 +32,7 @@ from agentcell.policy import (
     gate_address,
     gate_body,
 )
-from agentcell.runtime._labels import find_role
+from agentcell.runtime._labels import ensure_sidecar, find_role
 
 __all__ = ["GATE_IMAGE", "Gate", "GateManager"]
 
@@ -122,27 +121,21 @@ class GateManager:
             token=token,
         )
         wanted_hash = self._hash(config)
-        created = False
-        container = self.find(key)
-        if container is not None and container.labels.get(LABEL_GATE_HASH) != wanted_hash:
-            container.remove(force=True)
-            container = None
-        if container is None:
-            try:
-                self.client.images.get(GATE_IMAGE)
-            except docker.errors.ImageNotFound:
-                raise RuntimeDriverError(
-                    f"the gate image {GATE_IMAGE} is missing; build it: agentcell images build"
-                ) from None
-            with contextlib.suppress(docker.errors.NotFound):
-                self.client.containers.get(config.container).remove(force=True)
-            body = gate_body(config, seccomp=self.seccomp, gate_hash=wanted_hash)
-            cid = self.client.api.create_container_from_config(body, name=config.container)["Id"]
-            self.client.api.connect_container_to_network(cid, egress_net)
-            container = self.client.containers.get(cid)
-            created = True
-        if container.status != "running":
-            container.start()
+        try:
+            self.client.images.get(GATE_IMAGE)
+        except docker.errors.ImageNotFound:
+            raise RuntimeDriverError(
+                f"the gate image {GATE_IMAGE} is missing; build it: agentcell images build"
+            ) from None
+        container, created = ensure_sidecar(
+            self.client,
+            key,
+            "egress",
+            name=config.container,
+            body_hash=wanted_hash,
+            body=lambda: gate_body(config, seccomp=self.seccomp, gate_hash=wanted_hash),
+            after_create=lambda cid: self.client.api.connect_container_to_network(cid, egress_net),
+        )
         container.reload()
         nets = container.attrs["NetworkSettings"]["Networks"]
         control_ip = (nets.get(egress_net) or {}).get("IPAddress", "")

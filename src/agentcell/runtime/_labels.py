@@ -1,14 +1,20 @@
-"""Finding a cell's containers by their labels: the only way the runtime finds anything."""
+"""Finding a cell's containers by their labels (the only way the runtime finds anything),
+and keeping a sidecar the way its current body says."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
 import docker
+import docker.errors
 from docker.models.containers import Container
 
 from agentcell.plan import CellKey
-from agentcell.policy import LABEL_CELL, LABEL_ROLE, LABEL_TENANT
+from agentcell.policy import LABEL_CELL, LABEL_GATE_HASH, LABEL_ROLE, LABEL_TENANT
 
-__all__ = ["cell_labels", "find_role"]
+__all__ = ["cell_labels", "ensure_sidecar", "find_role"]
 
 
 def cell_labels(key: CellKey, role: str | None) -> list[str]:
@@ -23,3 +29,35 @@ def find_role(client: docker.DockerClient, key: CellKey, role: str) -> Container
     """The cell's container of this role, running or not, or None."""
     found = client.containers.list(all=True, filters={"label": cell_labels(key, role)})
     return found[0] if found else None
+
+
+def ensure_sidecar(
+    client: docker.DockerClient,
+    key: CellKey,
+    role: str,
+    *,
+    name: str,
+    body_hash: str,
+    body: Callable[[], dict[str, Any]],
+    after_create: Callable[[str], None] | None = None,
+) -> tuple[Container, bool]:
+    """The cell's running sidecar of ``role`` and whether it was created now.
+
+    One whose label ``agentcell.gate-hash`` is not ``body_hash`` was made from another
+    body: it is replaced. ``after_create`` runs on a new container before it starts.
+    """
+    container = find_role(client, key, role)
+    if container is not None and container.labels.get(LABEL_GATE_HASH) != body_hash:
+        container.remove(force=True)
+        container = None
+    created = container is None
+    if container is None:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.containers.get(name).remove(force=True)  # a leftover under our name
+        cid = client.api.create_container_from_config(body(), name=name)["Id"]
+        if after_create is not None:
+            after_create(cid)
+        container = client.containers.get(cid)
+    if container.status != "running":
+        container.start()
+    return container, created
