@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 AGENTCELL = [sys.executable, "-m", "agentcell.cli.main"]
-TEST_POOL = "10.214.0.0/16"
+TEST_POOL = os.environ.get("AGENTCELL_TEST_POOL", "10.214.0.0/16")
+"""Where test servers allocate cell subnets; runs side by side each take their own."""
 DEMO_IMAGE = "agentcell/demo-agent:latest"
 
 
@@ -80,7 +81,7 @@ class Server:
                 "--state-dir",
                 str(self.state_dir),
                 "--subnet-pool",
-                TEST_POOL,
+                self.pool,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
