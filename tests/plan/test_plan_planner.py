@@ -1,13 +1,15 @@
 """The planner: one table whose rows mirror the precedence list in _planner.py's docstring.
 
 1. desired and marked deleted, engine objects present -> REMOVE
-2. desired, this generation already failed to deploy  -> nothing (waits for a new spec)
-3. desired, engine holds nothing or misses a piece     -> DEPLOY ("cell missing" / "... missing")
-4. desired, agent container's spec hash differs        -> DEPLOY ("spec changed")
-5. desired, agent container not running:
-   a. restarts inside the window reached the limit      -> GIVE_UP ("crash loop")
-   b. otherwise                                         -> START ("agent stopped")
-6. observed but unknown to the store                    -> REPORT_ORPHAN (never removed here)
+2. desired, this generation already failed            -> nothing (waits for a new spec)
+3. desired and paused                                 -> PAUSE while anything runs
+4. desired, engine holds nothing or misses a piece     -> DEPLOY ("cell missing" / "... missing")
+5. desired, agent container's spec hash differs        -> DEPLOY ("spec changed")
+6. desired and in trouble (stopped, breach, unhealthy) -> the recovery ladder
+7. desired, the gate's loaded policy is not the desired -> RELOAD (tests/plan/test_plan_egress.py)
+8. observed but unknown to the store                    -> REPORT_ORPHAN (never removed here)
+
+The ladder's own table is tests/plan/test_plan_recovery.py.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 from agentcell.plan import (
     Action,
     ActionKind,
+    Attempt,
     CellKey,
     DesiredCell,
     ObservedCell,
@@ -48,7 +51,12 @@ def make_agent(tenant: str = "acme", name: str = "researcher", **spec: Any) -> A
 
 
 def want(
-    *, deleted: bool = False, generation: int = 2, key: CellKey = KEY, **spec: Any
+    *,
+    deleted: bool = False,
+    generation: int = 2,
+    key: CellKey = KEY,
+    paused: bool = False,
+    **spec: Any,
 ) -> DesiredCell:
     return DesiredCell(
         make_agent(key[0], key[1], **spec),
@@ -56,6 +64,7 @@ def want(
         generation=generation,
         subnet="10.213.0.0/24",
         deleted=deleted,
+        paused=paused,
     )
 
 
@@ -96,9 +105,10 @@ def have(
     )
 
 
-def restarts(*ages: float) -> Progress:
-    """Restarts that happened ``ages`` seconds before NOW, oldest first."""
-    return Progress(restarts=tuple(NOW - a for a in sorted(ages, reverse=True)))
+def restarts(*ages: float, rung: int = 0, **more: Any) -> Progress:
+    """Recoveries that happened ``ages`` seconds before NOW, oldest first."""
+    attempts = tuple(Attempt(NOW - a, "restart") for a in sorted(ages, reverse=True))
+    return Progress(attempts=attempts, rung=rung, **more)
 
 
 def deploy(reason: str) -> Action:
@@ -106,7 +116,10 @@ def deploy(reason: str) -> Action:
 
 
 def start(reason: str) -> Action:
-    return Action(ActionKind.START, KEY, reason)
+    return Action(ActionKind.RESTART, KEY, reason)
+
+
+HEALTH = {"http": {"port": 8080}}
 
 
 STOPPED = box("exited", exit_code=1)
@@ -156,168 +169,291 @@ ROWS: list[tuple[str, DesiredCell | None, ObservedCell | None, Progress, Action 
         Progress(failed_generation=1),
         deploy("cell missing"),
     ),
-    # 3. missing pieces
-    ("3. nothing observed: DEPLOY, cell missing", want(), None, Progress(), deploy("cell missing")),
+    # 4. missing pieces
+    ("4. nothing observed: DEPLOY, cell missing", want(), None, Progress(), deploy("cell missing")),
     (
-        "3. network missing: DEPLOY, network missing",
+        "4. network missing: DEPLOY, network missing",
         want(),
         have(network=None),
         Progress(),
         deploy("network missing"),
     ),
     (
-        "3. network missing is named before the other missing pieces",
+        "4. network missing is named before the other missing pieces",
         want(),
         have(box(role="egress"), network=None, volume=None),
         Progress(),
         deploy("network missing"),
     ),
     (
-        "3. workspace volume missing: DEPLOY, workspace volume missing",
+        "4. workspace volume missing: DEPLOY, workspace volume missing",
         want(),
         have(volume=None),
         Progress(),
         deploy("workspace volume missing"),
     ),
     (
-        "3. a read-only workspace needs its volume too",
+        "4. a read-only workspace needs its volume too",
         want(workspace={"access": "ro"}),
         have(volume=None),
         Progress(),
         deploy("workspace volume missing"),
     ),
     (
-        "3. no volume is needed when workspace access is none",
+        "4. no volume is needed when workspace access is none",
         want(workspace={"access": "none"}),
         have(volume=None),
         Progress(),
         None,
     ),
     (
-        "3. agent container missing: DEPLOY, agent container missing",
+        "4. agent container missing: DEPLOY, agent container missing",
         want(),
         have(box(role="egress")),
         Progress(),
         deploy("agent container missing"),
     ),
     (
-        "3. a missing piece wins over a spec change",
+        "4. a missing piece wins over a spec change",
         want(),
         have(box(spec_hash="hash-1"), volume=None),
         Progress(),
         deploy("workspace volume missing"),
     ),
-    # 4. spec changed
+    # 5. spec changed
     (
-        "4. spec hash changed: DEPLOY, spec changed",
+        "5. spec hash changed: DEPLOY, spec changed",
         want(),
         have(box(spec_hash="hash-1")),
         Progress(),
         deploy("spec changed"),
     ),
     (
-        "4. spec changed wins over a stopped agent",
+        "5. spec changed wins over a stopped agent",
         want(),
         have(box("exited", spec_hash="hash-1", exit_code=1)),
         Progress(),
         deploy("spec changed"),
     ),
     (
-        "4. spec changed wins over a crash loop",
+        "5. spec changed wins over a crash loop",
         want(),
         have(box("exited", spec_hash="hash-1")),
         restarts(1, 2, 3, 4, 5),
         deploy("spec changed"),
     ),
-    # 5a. crash loop
+    # 6. the crash-loop limit
     (
-        "5a. restarts inside the window reached the limit: GIVE_UP",
+        "6. restarts inside the window reached the limit: GIVE_UP",
         want(),
         have(STOPPED),
         restarts(10, 20, 30, 40, 50),
-        Action(ActionKind.GIVE_UP, KEY, "crash loop: 5 restarts within 600s"),
+        Action(ActionKind.GIVE_UP, KEY, "crash loop: 5 recoveries within 600s (agent exited (1))"),
     ),
     (
-        "5a. more restarts than the limit: GIVE_UP counting them all",
+        "6. more restarts than the limit: GIVE_UP counting them all",
         want(),
         have(STOPPED),
         restarts(1, 2, 3, 4, 5, 6, 7),
-        Action(ActionKind.GIVE_UP, KEY, "crash loop: 7 restarts within 600s"),
+        Action(ActionKind.GIVE_UP, KEY, "crash loop: 7 recoveries within 600s (agent exited (1))"),
     ),
     (
-        "5a. the limit and window come from the spec",
+        "6. the limit and window come from the spec",
         want(restart={"maxRestarts": 2, "window": "1m"}),
         have(STOPPED),
         restarts(10, 59),
-        Action(ActionKind.GIVE_UP, KEY, "crash loop: 2 restarts within 60s"),
+        Action(ActionKind.GIVE_UP, KEY, "crash loop: 2 recoveries within 60s (agent exited (1))"),
     ),
     (
-        "5a. maxRestarts 0 gives up at the first stop",
+        "6. maxRestarts 0 gives up at the first stop",
         want(restart={"maxRestarts": 0}),
         have(STOPPED),
         Progress(),
-        Action(ActionKind.GIVE_UP, KEY, "crash loop: 0 restarts within 600s"),
+        Action(ActionKind.GIVE_UP, KEY, "crash loop: 0 recoveries within 600s (agent exited (1))"),
     ),
     (
-        "5a. restarts outside the window do not count: START",
+        "6. restarts outside the window do not count: START",
         want(),
         have(STOPPED),
         restarts(10, 20, 30, 40, WINDOW + 1, WINDOW + 100, 5 * WINDOW),
         start("agent exited (1)"),
     ),
     (
-        "5a. a restart exactly one window ago is outside it",
+        "6. a restart exactly one window ago is outside it",
         want(),
         have(STOPPED),
         restarts(10, 20, 30, 40, WINDOW),
         start("agent exited (1)"),
     ),
     (
-        "5a. one restart under the limit: START",
+        "6. one restart under the limit: START",
         want(),
         have(STOPPED),
         restarts(10, 20, 30, 40),
         start("agent exited (1)"),
     ),
-    # 5b. restart
+    # 6. the first rung
     (
-        "5b. agent stopped: START with its exit code",
+        "6. agent stopped: START with its exit code",
         want(),
         have(STOPPED),
         Progress(),
         start("agent exited (1)"),
     ),
     (
-        "5b. agent OOM-killed: START saying so",
+        "6. agent OOM-killed: START saying so",
         want(),
         have(box("exited", exit_code=137, oom_killed=True)),
         Progress(),
         start("agent was OOM-killed"),
     ),
     (
-        "5b. agent created but never started: START",
+        "6. agent created but never started: START",
         want(),
         have(box("created")),
         Progress(),
         start("agent exited (0)"),
     ),
     (
-        "5b. a running agent container is preferred over a stopped one",
+        "6. a running agent container is preferred over a stopped one",
         want(),
         have(box("exited", id="old", exit_code=1), box("running", id="new")),
         Progress(),
         None,
     ),
-    # 6. orphans
+    # 6. the ladder's rungs, and what puts a running cell on it
     (
-        "6. observed but unknown to the store: REPORT_ORPHAN",
+        "6. one recovery since the cell was last well: RECREATE",
+        want(),
+        have(STOPPED),
+        restarts(30, rung=1),
+        Action(ActionKind.RECREATE, KEY, "agent exited (1)"),
+    ),
+    (
+        "6. restarted and recreated, still stopped: GIVE_UP",
+        want(),
+        have(STOPPED),
+        restarts(30, 20, rung=2),
+        Action(
+            ActionKind.GIVE_UP,
+            KEY,
+            "recovery exhausted: restarted and recreated, still agent exited (1)",
+        ),
+    ),
+    (
+        "6. the previous recovery was just now: WAIT out the backoff",
+        want(),
+        have(STOPPED),
+        restarts(0.25, rung=1),
+        Action(
+            ActionKind.WAIT,
+            KEY,
+            "agent exited (1): recreate in 0.8s (backoff)",
+            {"at": f"{NOW + 0.75:.3f}"},
+        ),
+    ),
+    (
+        "6. running, health check failing: RESTART saying why",
+        want(health=HEALTH),
+        have(),
+        Progress(health="unhealthy", health_reason="http: connection refused"),
+        start("agent unhealthy (http: connection refused)"),
+    ),
+    (
+        "6. an unhealthy verdict without a health check in the spec is ignored",
+        want(),
+        have(),
+        Progress(health="unhealthy"),
+        None,
+    ),
+    (
+        "6. a health check still starting is not trouble",
+        want(health=HEALTH),
+        have(),
+        Progress(health="starting"),
+        None,
+    ),
+    (
+        "6. an isolation breach goes straight to RECREATE",
+        want(),
+        have(),
+        Progress(breach="host reachable from the cell"),
+        Action(ActionKind.RECREATE, KEY, "isolation breach: host reachable from the cell"),
+    ),
+    (
+        "6. a stopped agent is named before a breach",
+        want(),
+        have(STOPPED),
+        Progress(breach="host reachable from the cell"),
+        start("agent exited (1)"),
+    ),
+    (
+        "6. a breach is named before a failing health check",
+        want(health=HEALTH),
+        have(),
+        Progress(breach="gate allowed a denied destination", health="unhealthy"),
+        Action(ActionKind.RECREATE, KEY, "isolation breach: gate allowed a denied destination"),
+    ),
+    # 3. paused
+    (
+        "3. paused with the agent running: PAUSE",
+        want(paused=True),
+        have(),
+        Progress(),
+        Action(ActionKind.PAUSE, KEY, "cell paused"),
+    ),
+    (
+        "3. paused with only a sidecar still running: PAUSE",
+        want(paused=True),
+        have(STOPPED, box(role="egress", id="g")),
+        Progress(),
+        Action(ActionKind.PAUSE, KEY, "cell paused"),
+    ),
+    (
+        "3. paused and everything stopped: nothing, not even a restart",
+        want(paused=True),
+        have(STOPPED, box("exited", role="egress", id="g")),
+        Progress(),
+        None,
+    ),
+    (
+        "3. paused and nothing observed: nothing is deployed",
+        want(paused=True),
+        None,
+        Progress(),
+        None,
+    ),
+    (
+        "3. resumed (status still paused): RESUME",
+        want(),
+        have(STOPPED, box("exited", role="egress", id="g")),
+        Progress(paused=True),
+        Action(ActionKind.RESUME, KEY, "cell resumed"),
+    ),
+    (
+        "3. resumed with pieces gone: RESUME all the same (it deploys what is missing)",
+        want(),
+        None,
+        Progress(paused=True),
+        Action(ActionKind.RESUME, KEY, "cell resumed"),
+    ),
+    (
+        "3. deleted wins over paused",
+        want(paused=True, deleted=True),
+        have(),
+        Progress(),
+        Action(ActionKind.REMOVE, KEY, "cell removed from the desired state"),
+    ),
+    # 8. orphans
+    (
+        "8. observed but unknown to the store: REPORT_ORPHAN",
         None,
         have(),
         Progress(),
         Action(ActionKind.REPORT_ORPHAN, KEY, "engine objects unknown to the store"),
     ),
     (
-        "6. a lone network unknown to the store is an orphan too",
+        "8. a lone network unknown to the store is an orphan too",
         None,
         have(box(role="egress"), volume=None),
         Progress(),
@@ -391,7 +527,7 @@ def plan_in_order(order: list[int]) -> list[Action]:
 def test_actions_come_sorted_by_tenant_then_cell() -> None:
     assert [(a.key, a.kind) for a in plan_in_order(list(range(len(CELLS))))] == [
         (("acme", "alpha"), ActionKind.REMOVE),
-        (("acme", "beta"), ActionKind.START),
+        (("acme", "beta"), ActionKind.RESTART),
         (("acme", "zeta"), ActionKind.REPORT_ORPHAN),
         (("beta", "acme"), ActionKind.DEPLOY),
         (("globex", "a"), ActionKind.DEPLOY),
@@ -407,7 +543,7 @@ def test_the_order_of_the_inputs_does_not_matter(order: list[int]) -> None:
     ages=st.lists(st.integers(min_value=0, max_value=5 * int(WINDOW)), max_size=12),
     limit=st.integers(min_value=0, max_value=8),
 )
-def test_give_up_exactly_when_restarts_inside_the_window_reach_the_limit(
+def test_give_up_exactly_when_recoveries_inside_the_window_reach_the_limit(
     ages: list[int], limit: int
 ) -> None:
     (action,) = plan(
@@ -417,4 +553,7 @@ def test_give_up_exactly_when_restarts_inside_the_window_reach_the_limit(
         now=NOW,
     )
     inside = sum(1 for a in ages if a < WINDOW)
-    assert action.kind is (ActionKind.GIVE_UP if inside >= limit else ActionKind.START)
+    if inside >= limit:
+        assert action.kind is ActionKind.GIVE_UP
+    else:
+        assert action.kind in (ActionKind.RESTART, ActionKind.WAIT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from agentcell.plan._recovery import Attempt
 from agentcell.spec import Agent
 
 __all__ = [
@@ -35,6 +36,8 @@ class DesiredCell:
     policy: str = ""
     """The compiled egress policy (wire-form JSON); empty: no egress, no gate."""
     policy_digest: str = ""
+    paused: bool = False
+    """Stopped by the kill switch (its own or its tenant's): nothing runs or recovers."""
 
     @property
     def key(self) -> CellKey:
@@ -89,23 +92,40 @@ class Progress:
     """What the planner needs to know of past attempts on one cell."""
 
     failed_generation: int = 0
-    restarts: tuple[float, ...] = ()
-    """Times of recent automatic restarts, newest last."""
+    attempts: tuple[Attempt, ...] = ()
+    """Recent recoveries, oldest first."""
+    rung: int = 0
+    """How many of them came since the cell was last well."""
     policy_digest: str = ""
     """The digest of the policy the running gate has loaded ("" if none or unknown)."""
+    health: str = "none"
+    """The health check's verdict: none, starting, healthy or unhealthy."""
+    health_reason: str = ""
+    breach: str = ""
+    """What the isolation canary last found wrong ("" while it finds nothing)."""
+    paused: bool = False
+    """The cell's last reported state is paused (so, no longer desired paused: resume it)."""
 
 
 class ActionKind(StrEnum):
     DEPLOY = "deploy"
     """Create what is missing and replace the agent container if its spec changed."""
-    START = "start"
-    """Start the stopped agent container again (automatic restart)."""
+    RESTART = "restart"
+    """Recovery, first rung: restart the agent container (stopped or unhealthy)."""
+    RECREATE = "recreate"
+    """Recovery, second rung: a new agent container from the spec; the workspace stays."""
+    WAIT = "wait"
+    """Recovery is backing off; ``extra["at"]`` is when it may act again."""
+    RESUME = "resume"
+    """Undo PAUSE: start the stopped sidecars and agent (new ones where they are gone)."""
+    PAUSE = "pause"
+    """Kill switch: kill the agent, stop its sidecars and children; keep everything."""
     RELOAD = "reload"
     """Load the desired egress policy into the running gate."""
     REMOVE = "remove"
     """Remove the cell's containers, network and (unless kept) workspace."""
     GIVE_UP = "give-up"
-    """Mark the cell failed: restarts exceeded the crash-loop limit."""
+    """Mark the cell failed and notify: the ladder is exhausted or the crash-loop limit hit."""
     REPORT_ORPHAN = "report-orphan"
     """Engine objects with agentcell labels that the store does not know."""
 

@@ -3,17 +3,20 @@
 Precedence, per cell:
 
 1. desired and marked deleted, engine objects present -> REMOVE
-2. desired, this generation already failed to deploy  -> nothing (waits for a new spec)
-3. desired, engine holds nothing or misses a piece     -> DEPLOY ("cell missing" / "... missing")
+2. desired, this generation already failed            -> nothing (waits for a new spec)
+3. desired and paused, any of its containers running  -> PAUSE ("cell paused")
+   paused, nothing running                            -> nothing (recovery suspended)
+   no longer paused, but its status still says paused -> RESUME ("cell resumed")
+4. desired, engine holds nothing or misses a piece     -> DEPLOY ("cell missing" / "... missing")
    (the egress gate is a piece when the policy is not empty, the docker proxy when
    docker access is "own"; each must be running, and one not wanted any more is
-   "... not wanted")
-4. desired, agent container's spec hash differs        -> DEPLOY ("spec changed")
-5. desired, agent container not running:
-   a. restarts inside the window reached the limit      -> GIVE_UP ("crash loop")
-   b. otherwise                                         -> START ("agent stopped")
-6. desired, the gate's loaded policy is not the desired -> RELOAD ("policy changed")
-7. observed but unknown to the store                    -> REPORT_ORPHAN (never removed here)
+   "... not wanted"). A missing piece is restored at once: it is not a recovery.
+5. desired, agent container's spec hash differs        -> DEPLOY ("spec changed")
+6. desired, and in trouble -- the agent not running, the isolation canary reporting a
+   breach, or the health check failing, in that order  -> the recovery ladder
+   (``plan._recovery.recover``): RESTART, RECREATE, WAIT or GIVE_UP
+7. desired, the gate's loaded policy is not the desired -> RELOAD ("policy changed")
+8. observed but unknown to the store                    -> REPORT_ORPHAN (never removed here)
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ from agentcell.plan._model import (
     ObservedCell,
     Progress,
 )
+from agentcell.plan._recovery import Step, Trouble, recover
+
+_STEP_ACTION = {
+    Step.RESTART: ActionKind.RESTART,
+    Step.RECREATE: ActionKind.RECREATE,
+    Step.GIVE_UP: ActionKind.GIVE_UP,
+    Step.WAIT: ActionKind.WAIT,
+}
 
 __all__ = ["plan"]
 
@@ -66,6 +77,11 @@ def _plan_cell(
         return Action(ActionKind.REMOVE, key, "cell removed from the desired state")
     if prog.failed_generation == want.generation:
         return None
+    if want.paused:
+        running = have is not None and any(c.state == "running" for c in have.containers)
+        return Action(ActionKind.PAUSE, key, "cell paused") if running else None
+    if prog.paused:
+        return Action(ActionKind.RESUME, key, "cell resumed")
     if have is None:
         return Action(ActionKind.DEPLOY, key, "cell missing")
     missing = _missing(want, have)
@@ -75,19 +91,29 @@ def _plan_cell(
     assert agent is not None
     if agent.spec_hash != want.spec_hash:
         return Action(ActionKind.DEPLOY, key, "spec changed")
-    if agent.state != "running":
-        limit = want.agent.spec.restart
-        recent = [t for t in prog.restarts if now - t < limit.window]
-        if len(recent) >= limit.max_restarts:
-            return Action(
-                ActionKind.GIVE_UP,
-                key,
-                f"crash loop: {len(recent)} restarts within {limit.window:g}s",
-            )
-        why = "agent was OOM-killed" if agent.oom_killed else f"agent exited ({agent.exit_code})"
-        return Action(ActionKind.START, key, why)
+    trouble = _trouble(want, agent.state, agent.oom_killed, agent.exit_code, prog)
+    if trouble is not None:
+        step = recover(*trouble, prog.attempts, prog.rung, want.agent.spec.restart, now=now)
+        extra = {"at": f"{step.at:.3f}"} if step.step is Step.WAIT else {}
+        return Action(_STEP_ACTION[step.step], key, step.reason, extra)
     if want.policy and prog.policy_digest != want.policy_digest:
         return Action(ActionKind.RELOAD, key, "policy changed")
+    return None
+
+
+def _trouble(
+    want: DesiredCell, state: str, oom_killed: bool, exit_code: int, prog: Progress
+) -> tuple[Trouble, str] | None:
+    """What is wrong with a cell whose pieces are all there, and how to say it."""
+    if state != "running":
+        if oom_killed:
+            return Trouble.STOPPED, "agent was OOM-killed"
+        return Trouble.STOPPED, f"agent exited ({exit_code})"
+    if prog.breach:
+        return Trouble.BREACH, f"isolation breach: {prog.breach}"
+    if want.agent.spec.health is not None and prog.health == "unhealthy":
+        detail = f" ({prog.health_reason})" if prog.health_reason else ""
+        return Trouble.UNHEALTHY, f"agent unhealthy{detail}"
     return None
 
 
