@@ -1,6 +1,7 @@
 """Pure planning: spec -> desired state; (desired, observed) -> actions."""
 
 from agentcell.plan._egress import compile_egress
+from agentcell.plan._gc import GC_REASONS, EngineObject, ObjectKind, Orphan, find_orphans
 from agentcell.plan._hash import spec_hash
 from agentcell.plan._model import (
     Action,
@@ -13,20 +14,43 @@ from agentcell.plan._model import (
 )
 from agentcell.plan._planner import plan
 from agentcell.plan._quota import check_quota
+from agentcell.plan._recovery import (
+    Attempt,
+    Recovery,
+    Step,
+    Trouble,
+    backoff,
+    health_verdict,
+    recover,
+    settled,
+)
 from agentcell.plan._subnets import allocate_subnet, parse_pool
 
 __all__ = [
+    "GC_REASONS",
     "Action",
     "ActionKind",
+    "Attempt",
     "CellKey",
     "DesiredCell",
+    "EngineObject",
+    "ObjectKind",
     "ObservedCell",
     "ObservedContainer",
+    "Orphan",
     "Progress",
+    "Recovery",
+    "Step",
+    "Trouble",
     "allocate_subnet",
+    "backoff",
     "check_quota",
     "compile_egress",
+    "find_orphans",
+    "health_verdict",
     "parse_pool",
     "plan",
+    "recover",
+    "settled",
     "spec_hash",
 ]

@@ -1,7 +1,9 @@
 """Drivers that execute plans on a real engine, and observe it."""
 
+from agentcell.runtime._canary import run_canary
 from agentcell.runtime._docker import DeployOutcome, DockerDriver, cell_names
 from agentcell.runtime._firewall import CHAIN, Firewall, chain_rules, jump_rule
+from agentcell.runtime._gc import GcOutcome
 from agentcell.runtime._probe import probe
 from agentcell.runtime._seccomp import ENGINE_PROFILE_PATHS, cell_seccomp_profile
 
@@ -11,9 +13,11 @@ __all__ = [
     "DeployOutcome",
     "DockerDriver",
     "Firewall",
+    "GcOutcome",
     "cell_names",
     "cell_seccomp_profile",
     "chain_rules",
     "jump_rule",
     "probe",
+    "run_canary",
 ]
