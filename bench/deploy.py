@@ -120,7 +120,7 @@ def cell_runs(url: str, token: str, runs: int, tenant: str) -> list[float]:
                     f"/v1/cells/{tenant}/{name}/wait", params={"after": version, "timeout": 30}
                 ).json()
                 version = st["version"]
-                if st["state"] == "running" and st["health"] == "healthy":
+                if st["state"] == "healthy":
                     break
                 if st["state"] == "failed":
                     raise SystemExit(f"deploy failed: {st['reason']}")

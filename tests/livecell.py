@@ -7,9 +7,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,8 @@ class Server:
     log: Path | None = None
     pool: str = TEST_POOL
     extra_env: dict[str, str] | None = None
+    log_path: Path | None = None
+    """Where the server's output goes (default: serve.log in the state directory)."""
 
     def env(self) -> dict[str, str]:
         return {
@@ -70,7 +73,7 @@ class Server:
         }
 
     def start(self) -> None:
-        self.log = self.state_dir / "serve.log"
+        self.log = self.log_path or self.state_dir / "serve.log"
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [
@@ -136,6 +139,24 @@ class Server:
 
     def token(self) -> str:
         return (self.state_dir / "admin.token").read_text().strip()
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        """One API call with the admin token; the response (any status)."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=120, **kw)
+
+
+def is_back(cell: Mapping[str, Any]) -> bool:
+    """The cell runs again: state "running" or "healthy" (either status model)."""
+    return cell.get("state") in ("running", "healthy")
+
+
+def is_healthy(cell: Mapping[str, Any]) -> bool:
+    """The cell runs and passes its health check (state "healthy", or running + health)."""
+    state = cell.get("state")
+    return state == "healthy" or (state == "running" and cell.get("health") == "healthy")
 
 
 def spec_text(tenant: str, cell: str = "agent", **spec: object) -> str:

@@ -9,6 +9,7 @@ AgentcellError                 base: every error agentcell raises on purpose
 ├── FirewallError              host firewall rules could not be installed or checked
 ├── ImageBuildError            an image could not be built
 ├── StoreError                 the state store is unusable (locked, corrupt, disk full)
+├── ConfigError                the server's own configuration is invalid (e.g. its webhook)
 └── ClientError                the CLI could not talk to the control plane
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "AgentcellError",
     "ClientError",
+    "ConfigError",
     "ConflictError",
     "DeployStepError",
     "FirewallError",
@@ -92,6 +94,10 @@ class ImageBuildError(AgentcellError):
 
 class StoreError(AgentcellError):
     """The state store cannot be used (locked, corrupt, disk full)."""
+
+
+class ConfigError(AgentcellError):
+    """The server's own configuration (its options, not a spec) is invalid."""
 
 
 class ClientError(AgentcellError):

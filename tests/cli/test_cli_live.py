@@ -71,7 +71,7 @@ def test_deploy_runs_a_hardened_cell_and_every_command_works(
 
     ps = server.cli("ps", check=True)
     row = next(line for line in ps.stdout.splitlines() if tenant in line)
-    assert "running" in row and "healthy" in row and "demo-agent" in row and "256 pids" in row
+    assert "healthy" in row and "demo-agent" in row and "256 pids" in row
 
     status = server.cli("status", ref, check=True)
     assert "✗" not in status.stdout and "all capabilities dropped" in status.stdout
@@ -188,9 +188,9 @@ def test_server_restart_readopts_running_cells(
     server.kill()
     server.start()
     ps = wait_for(
-        lambda: "running" in (r := server.cli("ps", check=True).stdout) and r,
+        lambda: "healthy" in (r := server.cli("ps", check=True).stdout) and r,
         30,
-        "the cell to show as running after the restart",
+        "the cell to show as healthy after the restart",
     )
     assert tenant in str(ps)
     assert _agent(docker_client, tenant).id == first

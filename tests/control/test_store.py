@@ -13,7 +13,7 @@ import pytest
 
 from agentcell.control import AuditRecord, CellStatus, Store
 from agentcell.errors import StoreError
-from agentcell.plan import spec_hash
+from agentcell.plan import Attempt, spec_hash
 from agentcell.spec import API_VERSION, Agent, Tenant
 
 KEY = ("acme", "researcher")
@@ -223,14 +223,18 @@ def test_a_cell_without_status_is_pending_at_version_zero(store: Store) -> None:
 def test_each_change_bumps_the_version_once(store: Store) -> None:
     one = store.set_status(KEY, state="deploying", reason="cell missing: starting")
     two = store.set_status(KEY, state="running", container_id="c1", ip="10.213.0.2")
-    three = store.set_status(KEY, restarts=(1.0, 2.0), failed_generation=0, observed_generation=1)
+    ladder = (Attempt(1.0, "restart"), Attempt(2.0, "recreate"))
+    three = store.set_status(
+        KEY, attempts=ladder, rung=2, failed_generation=0, observed_generation=1
+    )
     assert (one.version, two.version, three.version) == (1, 2, 3)
     assert store.status(KEY) == three
-    assert (three.state, three.container_id, three.ip, three.restarts) == (
+    assert (three.state, three.container_id, three.ip, three.attempts, three.rung) == (
         "running",
         "c1",
         "10.213.0.2",
-        (1.0, 2.0),
+        ladder,
+        2,
     )
 
 
@@ -453,7 +457,9 @@ def test_reopening_the_store_keeps_everything(path: Path) -> None:
     put(first, make_agent(env={"A": "1"}), "10.213.0.0/24")
     put(first, make_agent("gone"), "10.213.1.0/24")
     first.mark_deleted(("acme", "gone"), keep_workspace=True)
-    status = first.set_status(KEY, state="running", restarts=(5.0,), container_id="c1")
+    status = first.set_status(
+        KEY, state="running", attempts=(Attempt(5.0, "restart"),), container_id="c1"
+    )
     first.audit(record(1))
     desired, audit = first.desired(), first.audit_records()
     first.close()
@@ -476,3 +482,54 @@ def test_a_cell_with_a_long_restart_window_can_be_read_back(store: Store) -> Non
     cell = store.cell(KEY)
     assert cell is not None
     assert cell.agent == agent
+
+
+# --- the kill switch and the parsed copy of the desired state ----------------------------------
+
+
+def test_pausing_a_cell_or_its_tenant_shows_in_the_desired_state(store: Store) -> None:
+    store.put_tenant(make_tenant())
+    put(store, make_agent())
+    put(store, make_agent("other"))
+    assert not store.desired()[KEY].paused
+    assert store.set_paused(KEY, True) is True
+    assert store.set_paused(KEY, True) is False  # unchanged
+    assert store.desired()[KEY].paused and not store.desired()[("acme", "other")].paused
+    assert store.set_tenant_paused("acme", True) is True
+    assert all(d.paused for d in store.desired().values())
+    store.set_paused(KEY, False)
+    assert store.desired()[KEY].paused  # the tenant's switch still holds it
+    store.set_tenant_paused("acme", False)
+    assert not any(d.paused for d in store.desired().values())
+    assert store.tenant_paused("acme") is False
+
+
+def test_the_desired_state_is_reparsed_after_every_write(store: Store) -> None:
+    store.put_tenant(make_tenant())
+    put(store, make_agent())
+    first = store.desired()
+    assert store.desired() == first  # served from the parsed copy
+    put(store, make_agent(env={"B": "2"}))
+    assert store.desired()[KEY].generation == first[KEY].generation + 1
+    store.mark_deleted(KEY, keep_workspace=False)
+    assert store.desired()[KEY].deleted
+    store.forget(KEY)
+    assert store.desired() == {}
+
+
+def test_a_store_from_an_older_release_keeps_its_restart_times(path: Path) -> None:
+    import sqlite3
+
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(
+        "INSERT INTO status(tenant, name, state, health, reason, since, restarts) "
+        "VALUES ('acme', 'researcher', 'running', 'none', '', 0, '[3.5, 4.5]')"
+    )
+    db.commit()
+    db.close()
+    again = Store(path)
+    try:
+        assert again.status(KEY).attempts == (Attempt(3.5, "restart"), Attempt(4.5, "restart"))
+    finally:
+        again.close()

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from agentcell import __version__
-from agentcell.control import AuditRecord, ControlPlane, check_token
+from agentcell.control import AuditRecord, ControlPlane, GcResult, check_token
 from agentcell.errors import (
     AgentcellError,
     ConflictError,
@@ -21,6 +21,7 @@ from agentcell.errors import (
     SpecError,
     StoreError,
 )
+from agentcell.plan import Orphan
 from agentcell.spec import json_schema
 
 __all__ = ["create_app"]
@@ -137,6 +138,26 @@ def create_app(plane: ControlPlane) -> FastAPI:
     def cell(tenant: str, name: str, _: Actor) -> dict[str, Any]:
         return plane.cell((tenant, name))
 
+    @app.post("/v1/cells/{tenant}/{name}/pause")
+    def pause_cell(tenant: str, name: str, actor: Actor) -> dict[str, Any]:
+        """Kill switch: the agent is killed at once, its sidecars stopped, recovery suspended."""
+        changed = plane.pause((tenant, name), paused=True, actor=actor)
+        return {"cells": [name], "changed": changed}
+
+    @app.post("/v1/cells/{tenant}/{name}/resume")
+    def resume_cell(tenant: str, name: str, actor: Actor) -> dict[str, Any]:
+        changed = plane.pause((tenant, name), paused=False, actor=actor)
+        return {"cells": [name], "changed": changed}
+
+    @app.post("/v1/tenants/{tenant}/pause")
+    def pause_tenant(tenant: str, actor: Actor) -> dict[str, Any]:
+        """Kill switch for every cell of the tenant, including cells deployed while paused."""
+        return {"cells": plane.pause_tenant(tenant, paused=True, actor=actor)}
+
+    @app.post("/v1/tenants/{tenant}/resume")
+    def resume_tenant(tenant: str, actor: Actor) -> dict[str, Any]:
+        return {"cells": plane.pause_tenant(tenant, paused=False, actor=actor)}
+
     @app.get("/v1/cells/{tenant}/{name}/wait")
     def wait(
         tenant: str,
@@ -148,7 +169,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
         """Long poll: returns when the cell's status version passes ``after``, or at timeout."""
         st = plane.wait((tenant, name), after, timeout)
         gone = plane.store.cell((tenant, name)) is None
-        return {**st.__dict__, "restarts": len(st.restarts), "gone": gone}
+        return {**plane.status_view(st), "gone": gone}
 
     @app.delete("/v1/cells/{tenant}/{name}", status_code=202)
     def delete_cell(
@@ -229,6 +250,16 @@ def create_app(plane: ControlPlane) -> FastAPI:
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
+    @app.get("/v1/gc")
+    def gc_dry_run(actor: Actor, tenant: str | None = None) -> dict[str, Any]:
+        """The orphans: engine objects with agentcell labels the store does not know."""
+        return _gc_json(plane.gc(apply=False, actor=actor, tenant=tenant))
+
+    @app.post("/v1/gc")
+    def gc(actor: Actor, tenant: str | None = None) -> dict[str, Any]:
+        """Remove the orphans (of one tenant, if given); one audit record per removal."""
+        return _gc_json(plane.gc(apply=True, actor=actor, tenant=tenant))
+
     @app.get("/v1/audit")
     def audit(
         _: Actor,
@@ -243,3 +274,19 @@ def create_app(plane: ControlPlane) -> FastAPI:
         ]
 
     return app
+
+
+def _gc_json(result: GcResult) -> dict[str, Any]:
+    def one(o: Orphan, why: str | None = None) -> dict[str, Any]:
+        out = {**o.object.__dict__, "reason": o.reason}
+        if why is not None:
+            out["why"] = why
+        return out
+
+    return {
+        "applied": result.applied,
+        "orphans": [one(o) for o in result.orphans],
+        "removed": [one(o) for o in result.removed],
+        "kept": [one(o, why) for o, why in result.kept],
+        "failed": [one(o, why) for o, why in result.failed],
+    }

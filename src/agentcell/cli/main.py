@@ -97,8 +97,23 @@ def serve(
         str | None,
         typer.Option(envvar="AGENTCELL_IPTABLES", help="the iptables command to use"),
     ] = None,
+    webhook: Annotated[
+        str | None,
+        typer.Option(
+            envvar="AGENTCELL_WEBHOOK",
+            help="http(s) URL that gets a JSON POST whenever a cell fails",
+        ),
+    ] = None,
+    canary_interval: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            envvar="AGENTCELL_CANARY_INTERVAL",
+            help="seconds between isolation canary runs per cell (0: off)",
+        ),
+    ] = 60.0,
 ) -> None:
-    """Run the control plane: REST API, reconciler and health probes."""
+    """Run the control plane: REST API, reconciler, health probes and the isolation canary."""
     import logging
 
     import uvicorn
@@ -112,7 +127,15 @@ def serve(
     try:
         parse_pool(subnet_pool, subnet_size)
         plane = ControlPlane(
-            PlaneConfig(directory, subnet_pool, subnet_size, seccomp_base, iptables)
+            PlaneConfig(
+                directory,
+                subnet_pool,
+                subnet_size,
+                seccomp_base,
+                iptables,
+                webhook=webhook,
+                canary_seconds=canary_interval,
+            )
         )
     except AgentcellError as e:
         _fail(str(e))
@@ -176,6 +199,10 @@ def deploy(
         raise typer.Exit(1)
 
 
+_UP = ("running", "healthy", "unhealthy")
+"""States in which the agent runs."""
+
+
 def _wait_ready(client: Client, c: dict[str, Any], timeout: float) -> bool:
     ref = f"{c['tenant']}/{c['name']}"
     path = f"/v1/cells/{ref}"
@@ -209,7 +236,7 @@ def _wait_ready(client: Client, c: dict[str, Any], timeout: float) -> bool:
                 return False
             policy = c.get("policy_digest") or ""
             loaded = st.get("policy_digest", "") == policy
-            if st["state"] == "running" and current and loaded:
+            if st["state"] in _UP and current and loaded:
                 if st["health"] == "unhealthy":
                     err.print(f"[red]✗[/red] {ref}: running but unhealthy: {st['reason']}")
                     return False
@@ -231,7 +258,7 @@ def ps(
     url: UrlOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
-    """List cells: tenant, cell, state, health, image, age, limits."""
+    """List cells: tenant, cell, state (and since when), image, age, limits, reason."""
     try:
         cells = _client(url, state_dir).request(
             "GET", "/v1/cells", params={"tenant": tenant} if tenant else None
@@ -242,7 +269,7 @@ def ps(
         sys.stdout.write(json.dumps(cells, indent=2) + "\n")
         return
     table = Table(box=None, header_style="bold")
-    for col in ("TENANT", "CELL", "STATE", "HEALTH", "IMAGE", "AGE", "LIMITS"):
+    for col in ("TENANT", "CELL", "STATE", "SINCE", "IMAGE", "AGE", "LIMITS"):
         table.add_column(col, no_wrap=True)
     table.add_column("REASON", overflow="ellipsis", no_wrap=True, max_width=60)
     for c in cells:
@@ -250,8 +277,8 @@ def ps(
         table.add_row(
             c["tenant"],
             c["name"],
-            c["state"],
-            c["health"],
+            _state_text(c["state"]),
+            _age(c["since"]),
             c["image"],
             _age(c["created"]),
             f"{lim['cpus']:g} cpu, {format_bytes(lim['memory'])}, {lim['pids']} pids",
@@ -283,8 +310,9 @@ def status(
     lim = c["limits"]
     rows = [
         ("cell", f"{c['tenant']}/{c['name']}"),
-        ("state", f"{c['state']} (since {_age(c['since'])} ago): {c['reason']}"),
+        ("state", f"{_state_text(c['state'])} (since {_age(c['since'])} ago): {c['reason']}"),
         ("health", c["health"]),
+        ("recovery", _recovery_summary(c)),
         ("generation", f"{c['observed_generation']} running, {c['generation']} desired"),
         ("image", c["image"]),
         ("user", spec["user"]),
@@ -319,6 +347,38 @@ def status(
             out.print(
                 f"  {when} {ev['kind']:<9} {ev['decision']:<6} {ev['reason']}", highlight=False
             )
+
+
+_STATE_STYLE = {
+    "healthy": "green",
+    "running": "green",
+    "unhealthy": "yellow",
+    "recovering": "yellow",
+    "pending": "cyan",
+    "paused": "magenta",
+    "failed": "red",
+}
+
+
+def _state_text(state: str) -> str:
+    style = _STATE_STYLE.get(state)
+    return f"[{style}]{state}[/{style}]" if style else state
+
+
+def _recovery_summary(c: dict[str, Any]) -> str:
+    if c.get("paused"):
+        return "suspended: the cell is paused (agentcell resume to bring it back)"
+    attempts = c.get("recovery", {}).get("attempts", [])
+    limit = c["spec"]["spec"]["restart"]
+    window = float(limit["window"])
+    recent = [a for a in attempts if time.time() - a["time"] < window]
+    text = f"{len(recent)} of {limit['maxRestarts']} recoveries used in the last {window:g}s"
+    if recent:
+        last = recent[-1]
+        text += f"; last: {last['step']} {_age(last['time'])} ago"
+    if c.get("breach"):
+        text += f"; isolation canary: {c['breach']}"
+    return text
 
 
 def _docker_summary(d: dict[str, Any] | None) -> str:
@@ -429,6 +489,48 @@ def verify(
         raise typer.Exit(1)
 
 
+def _kill_switch(target: str, action: str, url: str | None, state_dir: Path | None) -> None:
+    if "/" in target:
+        tenant, name = _cell(target)
+        path = f"/v1/cells/{tenant}/{name}/{action}"
+    else:
+        path = f"/v1/tenants/{target}/{action}"
+    try:
+        result = _client(url, state_dir).request("POST", path)
+    except AgentcellError as e:
+        _fail(str(e))
+    cells = result.get("cells", [])
+    verb = "paused" if action == "pause" else "resumed"
+    scope = target if "/" in target else f"tenant {target} ({len(cells)} cells)"
+    if action == "pause":
+        out.print(
+            f"{scope} {verb}: agent killed, egress cut, recovery suspended, workspace kept",
+            highlight=False,
+        )
+    else:
+        out.print(f"{scope} {verb}: its cells start again", highlight=False)
+
+
+@app.command()
+def pause(
+    target: Annotated[str, typer.Argument(help="TENANT/NAME for one cell, or TENANT for all")],
+    url: UrlOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Kill switch: stop the agent at once, cut its egress, suspend recovery; keep its data."""
+    _kill_switch(target, "pause", url, state_dir)
+
+
+@app.command()
+def resume(
+    target: Annotated[str, typer.Argument(help="TENANT/NAME for one cell, or TENANT for all")],
+    url: UrlOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Undo pause: start the cell (or every cell of the tenant) again."""
+    _kill_switch(target, "resume", url, state_dir)
+
+
 @app.command()
 def rm(
     cell: Annotated[str, typer.Argument(help="TENANT/NAME")],
@@ -465,6 +567,62 @@ def rm(
         else:
             _fail(str(e))
     out.print(f"{cell}: removed" + (" (workspace kept)" if keep_workspace else ""))
+
+
+@app.command()
+def gc(
+    yes: Annotated[
+        bool, typer.Option("--yes", help="remove the orphans (without it: only list them)")
+    ] = False,
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's objects")] = None,
+    output: Annotated[str, typer.Option("-o", "--output", help="table | json")] = "table",
+    url: UrlOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """List orphans: containers, networks, volumes with agentcell labels the store lacks.
+
+    A dry run; with --yes they are removed, one audit record per removal.
+    """
+    try:
+        with out.status("removing orphans" if yes else "looking for orphans"):
+            result = _client(url, state_dir).request(
+                "POST" if yes else "GET", "/v1/gc", params={"tenant": tenant} if tenant else None
+            )
+    except AgentcellError as e:
+        _fail(str(e))
+    if output == "json":
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    elif not result["orphans"]:
+        out.print("no orphans")
+    elif not yes:
+        out.print(_gc_table(result["orphans"]))
+        again = f"agentcell gc --tenant {tenant} --yes" if tenant else "agentcell gc --yes"
+        out.print(f"dry run: nothing removed; run `{again}` to remove these", highlight=False)
+    else:
+        if result["removed"]:
+            out.print(_gc_table(result["removed"]))
+        out.print(f"removed {len(result['removed'])} of {len(result['orphans'])} orphan(s)")
+        for o in result["kept"] + result["failed"]:
+            err.print(
+                f"not removed: {o['kind']} {o['name']} ({_gc_owner(o)}): {o['why']}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if yes and result["failed"]:
+        raise typer.Exit(1)
+
+
+def _gc_table(orphans: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for col in ("KIND", "NAME", "TENANT/CELL", "REASON"):
+        table.add_column(col, no_wrap=True)
+    for o in orphans:
+        table.add_row(o["kind"], o["name"], _gc_owner(o), o["reason"])
+    return table
+
+
+def _gc_owner(o: dict[str, Any]) -> str:
+    return f"{o['tenant']}/{o['cell'] or '-'}"
 
 
 @egress_app.command("log")

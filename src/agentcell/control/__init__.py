@@ -1,6 +1,7 @@
 """The control plane: store, reconciler, health probes, audit, tokens."""
 
 from agentcell.control._auth import TOKEN_FILE, GateTokens, check_token, ensure_admin_token
+from agentcell.control._gc import GcResult
 from agentcell.control._plane import ApplyResult, ControlPlane, PlaneConfig
 from agentcell.control._reconciler import Reconciler, ReconcilerConfig
 from agentcell.control._store import AuditRecord, CellStatus, Store
@@ -12,6 +13,7 @@ __all__ = [
     "CellStatus",
     "ControlPlane",
     "GateTokens",
+    "GcResult",
     "PlaneConfig",
     "Reconciler",
     "ReconcilerConfig",

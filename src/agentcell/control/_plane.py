@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentcell.control._auth import GateTokens, ensure_admin_token
+from agentcell.control._gc import GcResult, collect_garbage
+from agentcell.control._notify import Notifier
 from agentcell.control._reconciler import Reconciler, ReconcilerConfig
 from agentcell.control._store import AuditRecord, CellStatus, Store
 from agentcell.errors import (
@@ -37,6 +39,9 @@ class PlaneConfig:
     subnet_prefix: int = 27
     seccomp_base: Path | None = None
     iptables: str | None = None
+    webhook: str | None = None
+    """Where failed cells are announced (POST, JSON); None: the audit trail only."""
+    canary_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -61,20 +66,28 @@ class ControlPlane:
             seccomp_file = str(path)
         self.driver = driver or DockerDriver(seccomp=self.seccomp, seccomp_file=seccomp_file)
         self.firewall = Firewall(config.subnet_pool, iptables=config.iptables)
+        self.notifier = Notifier(config.webhook, self.store)
         self.reconciler = Reconciler(
             self.store,
             self.driver,
             self.firewall,
-            ReconcilerConfig(subnet_pool=config.subnet_pool, subnet_prefix=config.subnet_prefix),
+            ReconcilerConfig(
+                subnet_pool=config.subnet_pool,
+                subnet_prefix=config.subnet_prefix,
+                canary_seconds=config.canary_seconds,
+            ),
             GateTokens(config.state_dir),
+            self.notifier,
         )
 
     def start(self) -> None:
+        self.notifier.start()
         self.reconciler.start()
         self.reconciler.wake()
 
     def stop(self) -> None:
         self.reconciler.stop()
+        self.notifier.stop()
         self.store.close()
 
     # -- desired state -----------------------------------------------------------------------
@@ -217,6 +230,35 @@ class ControlPlane:
         )
         self.reconciler.wake()
 
+    def pause(self, key: CellKey, *, paused: bool, actor: str) -> bool:
+        """The kill switch of one cell (``paused=False`` resumes it); True if it changed."""
+        if self.store.cell(key) is None:
+            raise NotFoundError(f"no cell {key[0]}/{key[1]}")
+        if self.store.tenant_paused(key[0]) and not paused:
+            raise ConflictError(
+                f"tenant {key[0]!r} is paused; resume the tenant (agentcell resume {key[0]})"
+            )
+        changed = self.store.set_paused(key, paused)
+        if changed:
+            what = "cell paused" if paused else "cell resumed"
+            self.store.audit(AuditRecord(*key, actor, "api", "allow", what, {}))
+            self.reconciler.wake()
+        return changed
+
+    def pause_tenant(self, name: str, *, paused: bool, actor: str) -> list[str]:
+        """The kill switch of a whole tenant; returns the cells it covers."""
+        if self.store.tenant(name) is None:
+            raise NotFoundError(f"no tenant {name!r}")
+        cells = sorted(k[1] for k, d in self.store.desired().items() if k[0] == name)
+        if self.store.set_tenant_paused(name, paused):
+            what = "tenant paused" if paused else "tenant resumed"
+            self.store.audit(AuditRecord(name, "", actor, "api", "allow", what, {"cells": cells}))
+            self.reconciler.wake()
+        if not paused:  # resuming the tenant resumes the cells paused one by one too
+            for cell in cells:
+                self.store.set_paused((name, cell), False)
+        return cells
+
     def remove_tenant(self, name: str, actor: str) -> None:
         if self.store.tenant(name) is None:
             raise NotFoundError(f"no tenant {name!r}")
@@ -227,6 +269,12 @@ class ControlPlane:
             )
         self.store.delete_tenant(name)
         self.store.audit(AuditRecord(name, "", actor, "api", "allow", "tenant removed", {}))
+
+    def gc(self, *, apply: bool, actor: str, tenant: str | None = None) -> GcResult:
+        """Engine objects with agentcell labels the store does not know; removed if ``apply``."""
+        return collect_garbage(
+            self.store, self.driver, self.reconciler, apply=apply, actor=actor, tenant=tenant
+        )
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -292,10 +340,18 @@ class ControlPlane:
             raise NotFoundError(f"no cell {key[0]}/{key[1]}")
         return self.store.wait_status(key, after_version, timeout)
 
+    def status_view(self, st: CellStatus) -> dict[str, Any]:
+        """A cell status as the API shows it."""
+        out = dict(st.__dict__)
+        out["attempts"] = [{"time": a.time, "step": a.step} for a in st.attempts]
+        return out
+
     def _summary(
         self, key: CellKey, agent: Agent, generation: int, created: float
     ) -> dict[str, Any]:
         st = self.store.status(key)
+        want = self.store.desired().get(key)
+        want_paused = bool(want and want.paused)
         r = agent.spec.resources
         return {
             "tenant": key[0],
@@ -305,6 +361,12 @@ class ControlPlane:
             "health": st.health,
             "reason": st.reason,
             "since": st.since,
+            "paused": want_paused,
+            "recovery": {
+                "rung": st.rung,
+                "attempts": [{"time": a.time, "step": a.step} for a in st.attempts],
+            },
+            "breach": st.breach,
             "observed_generation": st.observed_generation,
             "image": agent.spec.image,
             "limits": {"cpus": r.cpus, "memory": r.memory, "pids": r.pids},

@@ -12,24 +12,30 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from agentcell.control._auth import GateTokens
-from agentcell.control._store import AuditRecord, Store
+from agentcell.control._notify import Notifier
+from agentcell.control._store import AuditRecord, CellStatus, Store
 from agentcell.errors import AgentcellError, DeployStepError, FirewallError
 from agentcell.plan import (
     Action,
     ActionKind,
+    Attempt,
     CellKey,
     DesiredCell,
     ObservedCell,
     Progress,
     allocate_subnet,
+    health_verdict,
     plan,
+    settled,
 )
+from agentcell.policy import SETUP_REASONS
 from agentcell.runtime import DockerDriver, Firewall, probe
 
 __all__ = ["Reconciler", "ReconcilerConfig"]
@@ -43,6 +49,8 @@ class ReconcilerConfig:
     subnet_prefix: int = 27
     resync_seconds: float = 30.0
     workers: int = 8
+    canary_seconds: float = 60.0
+    """How often each cell's isolation canary runs (0: never)."""
 
 
 class Reconciler:
@@ -55,8 +63,10 @@ class Reconciler:
         firewall: Firewall,
         config: ReconcilerConfig,
         tokens: GateTokens,
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
+        self.notifier = notifier or Notifier(None, store)
         self.tokens = tokens
         self.driver = driver
         self.firewall = firewall
@@ -67,10 +77,14 @@ class Reconciler:
             max_workers=config.workers, thread_name_prefix="agentcell-apply"
         )
         self._busy: set[CellKey] = set()
+        self._finished: dict[CellKey, float] = {}
         self._busy_lock = threading.Lock()
         self._orphans_reported: set[CellKey] = set()
         self._firewall_error: str | None = None
         self._health = _HealthTracker()
+        self._probe_wake = threading.Event()
+        self._health.wake = self._probe_wake.set
+        self._canary_due: dict[CellKey, float] = {}
         self._threads: list[threading.Thread] = []
         self._subnet_lock = threading.Lock()
         self._followers: dict[CellKey, str] = {}
@@ -91,10 +105,31 @@ class Reconciler:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        self._probe_wake.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def wake(self) -> None:
         self._wake.set()
+
+    @contextmanager
+    def hold(self, key: CellKey) -> Iterator[bool]:
+        """Keep the applier off ``key`` (yields True), or False if an action on it is in flight.
+
+        For work on a cell's engine objects from outside the loop (orphan removal): while
+        held, no action on the cell starts; passes skip it and the next one after does it.
+        """
+        with self._busy_lock:
+            held = key not in self._busy
+            if held:
+                self._busy.add(key)
+        try:
+            yield held
+        finally:
+            if held:
+                with self._busy_lock:
+                    self._busy.discard(key)
+                self._orphans_reported.discard(key)  # report it again should it come back
+                self.wake()
 
     def allocate_subnet(self) -> str:
         """A free subnet for a new cell: not used by any engine network nor any stored cell."""
@@ -117,20 +152,28 @@ class Reconciler:
 
     def reconcile_once(self) -> None:
         self._check_firewall()
+        seen_at = time.monotonic()
         observed = self.driver.observe()
         desired = self.store.desired()
-        progress = {}
-        for key in desired:
-            st = self.store.status(key)
-            progress[key] = Progress(st.failed_generation, st.restarts, st.policy_digest)
+        progress = {key: _progress(self.store.status(key)) for key in desired}
         actions = plan(desired, observed, progress, now=time.time())
-        acted = {a.key for a in actions}
+        acted = {a.key for a in actions if a.kind is not ActionKind.WAIT}
         for key, want in desired.items():
-            if key not in acted:
+            if key not in acted and not self._stale(key, seen_at):
                 self._observe_quiet(want, observed.get(key))
         for action in actions:
-            self._dispatch(action, desired.get(action.key))
-        self._follow_gates(observed)
+            if not self._stale(action.key, seen_at):
+                self._dispatch(action, desired.get(action.key))
+        self._follow_gates({k: v for k, v in observed.items() if k in desired})
+
+    def _stale(self, key: CellKey, seen_at: float) -> bool:
+        """True if an action on ``key`` is in flight or ended after the engine was observed.
+
+        Such a pass saw the cell before that action's effects: the pass that the action's
+        end wakes sees them and decides instead.
+        """
+        with self._busy_lock:
+            return key in self._busy or self._finished.get(key, 0.0) > seen_at
 
     def _check_firewall(self) -> None:
         try:
@@ -143,7 +186,7 @@ class Reconciler:
             self._firewall_error = str(e)
 
     def _observe_quiet(self, want: DesiredCell, have: ObservedCell | None) -> None:
-        """Status of a cell the planner left alone."""
+        """Status of a cell the planner left alone (or that is only waiting out a backoff)."""
         key = want.key
         if want.deleted:
             if have is None:
@@ -152,24 +195,43 @@ class Reconciler:
             return
         st = self.store.status(key)
         agent = have.agent if have else None
+        running = agent is not None and agent.state == "running"
         if st.failed_generation == want.generation:
             # A failed replacement leaves the previous generation running: say both.
-            old_runs = agent is not None and agent.state == "running"
+            # (One that failed its own generation, e.g. by giving up, stays failed.)
+            old_runs = agent is not None and running and agent.generation < want.generation
             if agent is not None and old_runs and st.state != "running":
                 self.store.set_status(key, state="running", observed_generation=agent.generation)
             elif not old_runs and st.state != "failed":
                 self.store.set_status(key, state="failed")
             return
-        if agent is not None and agent.state == "running" and st.state not in ("deploying",):
-            changes: dict[str, object] = {
-                "state": "running",
-                "container_id": agent.id,
-                "ip": agent.ip,
-                "observed_generation": agent.generation,
-            }
-            if st.state != "running":
-                changes["reason"] = "agent running"
-            self.store.set_status(key, **changes)
+        if want.paused:
+            if st.state != "paused":
+                self.store.set_status(key, state="paused", reason="paused: recovery suspended")
+            return
+        if not running or agent is None:
+            return
+        has_health = want.agent.spec.health is not None
+        changes: dict[str, object] = {
+            "container_id": agent.id,
+            "ip": agent.ip,
+            "observed_generation": agent.generation,
+        }
+        state = _state(has_health, st.health)
+        if st.state != state:
+            changes["state"] = state
+            if state != "unhealthy":
+                changes["reason"] = "agent healthy" if state == "healthy" else "agent running"
+        if settled(
+            st.rung,
+            st.attempts,
+            has_health=has_health,
+            health=st.health,
+            running=running,
+            now=time.time(),
+        ):
+            changes["rung"] = 0
+        self.store.set_status(key, **changes)
 
     def _dispatch(self, action: Action, want: DesiredCell | None) -> None:
         if action.kind is ActionKind.REPORT_ORPHAN:
@@ -178,6 +240,9 @@ class Reconciler:
                 self._audit(
                     *action.key, "lifecycle", "report", action.reason, {"action": "report-orphan"}
                 )
+            return
+        if action.kind is ActionKind.WAIT:
+            self._wait_backoff(action)
             return
         with self._busy_lock:
             if action.key in self._busy:
@@ -190,98 +255,59 @@ class Reconciler:
                 self._apply(action, want)
             except Exception as e:  # the applier must never kill the worker
                 log.exception("applying %s failed", action)
-                self.store.set_status(action.key, state="failed", reason=f"internal error: {e}")
+                self._fail(action.key, f"internal error: {e}")
             finally:
                 with self._busy_lock:
                     self._busy.discard(action.key)
+                    self._finished[action.key] = time.monotonic()
                 self.wake()
 
         self._pool.submit(run)
+
+    def _wait_backoff(self, action: Action) -> None:
+        """Recovery backs off: say so, and wake the loop when it may act."""
+        at = float(action.extra["at"])
+        st = self.store.status(action.key)
+        if st.state != "recovering" or not st.reason.endswith("(backoff)"):
+            self.store.set_status(action.key, state="recovering", reason=action.reason)
+        timer = threading.Timer(max(0.0, at - time.time()) + 0.01, self.wake)
+        timer.daemon = True
+        timer.start()
+
+    def _fail(self, key: CellKey, reason: str, **changes: object) -> None:
+        """Mark a cell failed and tell the operator."""
+        self.store.set_status(key, state="failed", reason=reason, **changes)
+        self.notifier.notify(*key, "failed", reason)
 
     # -- the applier: the one place effects happen --------------------------------------------
 
     def _apply(self, action: Action, want: DesiredCell) -> None:
         key = action.key
-        details = {"action": str(action.kind), "generation": want.generation}
-        if action.kind is ActionKind.DEPLOY:
-            if self._firewall_error is not None:
-                reason = f"step 'install host firewall' failed: {self._firewall_error}"
-                self.store.set_status(
-                    key, state="failed", reason=reason, failed_generation=want.generation
-                )
-                self._audit(*key, "lifecycle", "deny", reason, details)
-                return
-            self.store.set_status(key, state="deploying", reason=f"{action.reason}: starting")
-
-            def step(name: str) -> None:
-                self.store.set_status(key, reason=f"{action.reason}: {name}")
-
-            health = want.agent.spec.health
-
-            def ready(ip: str) -> tuple[bool, str]:
-                return self._check_health(key, want, ip)
-
+        details: dict[str, object] = {"action": str(action.kind), "generation": want.generation}
+        kind = action.kind
+        if kind in (ActionKind.DEPLOY, ActionKind.RECREATE, ActionKind.RESUME):
+            self._deploy(action, want, details)
+        elif kind is ActionKind.RESTART:
+            attempts = self._climb(key, "restart")
+            self.store.set_status(key, state="recovering", reason=f"{action.reason}: restarting")
             try:
-                outcome = self.driver.deploy(
-                    want,
-                    step,
-                    ready if health else None,
-                    allocate=self.allocate_subnet,
-                    gate_token=self.tokens.token(*key),
-                )
-            except DeployStepError as e:
-                self.store.set_status(
-                    key, state="failed", reason=str(e), failed_generation=want.generation
-                )
-                self._audit(*key, "lifecycle", "fail", str(e), {**details, "step": e.step})
-                return
-            attrs = self.driver.inspect_agent(key) or {}
-            nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
-            ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), "")
-            self._health.reset(key)
-            self.store.set_status(
-                key,
-                state="running",
-                reason="deployed",
-                container_id=outcome.container_id,
-                ip=ip,
-                observed_generation=want.generation,
-                health="starting" if want.agent.spec.health else "none",
-                restarts=(),
-            )
-            self._audit(
-                *key,
-                "lifecycle",
-                "allow",
-                action.reason,
-                {
-                    **details,
-                    "container": outcome.container_id[:12],
-                    "replaced": (outcome.replaced or "")[:12],
-                },
-            )
-        elif action.kind is ActionKind.START:
-            st = self.store.status(key)
-            self.store.set_status(key, state="restarting", reason=action.reason)
-            restarts = (*st.restarts, time.time())[-50:]
-            try:
-                self.driver.start(key)
+                self.driver.restart(key)
             except AgentcellError as e:
-                self.store.set_status(
-                    key, state="failed", reason=f"restart failed: {e}", restarts=restarts
-                )
-                self._audit(*key, "lifecycle", "fail", f"restart failed: {e}", details)
+                reason = f"restart failed: {e}"
+                self.store.set_status(key, reason=reason)
+                self._audit(*key, "lifecycle", "fail", reason, details)
                 return
             self._health.reset(key)
             self.store.set_status(
                 key,
                 state="running",
                 reason=f"restarted: {action.reason}",
-                restarts=restarts,
                 health="starting" if want.agent.spec.health else "none",
+                health_reason="",
+                attempts=attempts,
             )
             self._audit(*key, "lifecycle", "allow", f"restarted: {action.reason}", details)
-        elif action.kind is ActionKind.RELOAD:
+        elif kind is ActionKind.RELOAD:
             try:
                 digest = self.driver.load_policy(key, self.tokens.token(*key), want.policy)
             except AgentcellError as e:
@@ -290,12 +316,17 @@ class Reconciler:
                 return
             self.store.set_status(key, policy_digest=digest, reason=f"policy {digest} loaded")
             self._audit(*key, "policy", "allow", "policy loaded", {**details, "digest": digest})
-        elif action.kind is ActionKind.GIVE_UP:
+        elif kind is ActionKind.PAUSE:
+            stopped = self.driver.pause(key)
+            self._health.forget(key)
             self.store.set_status(
-                key, state="failed", reason=action.reason, failed_generation=want.generation
+                key, state="paused", reason="paused: recovery suspended", policy_digest=""
             )
+            self._audit(*key, "lifecycle", "allow", action.reason, {**details, "stopped": stopped})
+        elif kind is ActionKind.GIVE_UP:
+            self._fail(key, action.reason, failed_generation=want.generation)
             self._audit(*key, "lifecycle", "fail", action.reason, details)
-        elif action.kind is ActionKind.REMOVE:
+        elif kind is ActionKind.REMOVE:
             self.store.set_status(key, state="removing", reason="removing")
             removed = self.driver.remove(key, keep_workspace=want.keep_workspace)
             self._audit(
@@ -305,6 +336,84 @@ class Reconciler:
                 action.reason,
                 {**details, "removed": removed, "kept_workspace": want.keep_workspace},
             )
+
+    def _climb(self, key: CellKey, step: str) -> tuple[Attempt, ...]:
+        """Record one recovery on the ladder; returns the new memory of attempts."""
+        st = self.store.status(key)
+        attempts = (*st.attempts, Attempt(time.time(), step))[-50:]
+        self.store.set_status(key, attempts=attempts, rung=st.rung + 1)
+        return attempts
+
+    def _deploy(self, action: Action, want: DesiredCell, details: dict[str, object]) -> None:
+        key = action.key
+        recreate = action.kind is ActionKind.RECREATE
+        if self._firewall_error is not None:
+            reason = f"step 'install host firewall' failed: {self._firewall_error}"
+            self._fail(key, reason, failed_generation=want.generation)
+            self._audit(*key, "lifecycle", "deny", reason, details)
+            return
+        if recreate:
+            self._climb(key, "recreate")
+            self.store.set_status(key, state="recovering", reason=f"{action.reason}: recreating")
+        else:
+            self.store.set_status(key, state="pending", reason=f"{action.reason}: starting")
+
+        def step(name: str) -> None:
+            self.store.set_status(key, reason=f"{action.reason}: {name}")
+
+        def ready(ip: str) -> tuple[bool, str]:
+            return self._check_health(key, want, ip)
+
+        try:
+            outcome = self.driver.deploy(
+                want,
+                step,
+                # A recreated agent is judged by the prober and the ladder, not rolled back.
+                ready if want.agent.spec.health and not recreate else None,
+                allocate=self.allocate_subnet,
+                gate_token=self.tokens.token(*key),
+                fresh=recreate,
+                resume=action.kind is ActionKind.RESUME,
+            )
+        except DeployStepError as e:
+            if recreate:  # a failed recovery is a rung climbed; the ladder decides what next
+                self.store.set_status(key, reason=f"recreate failed: {e}")
+            else:
+                self._fail(key, str(e), failed_generation=want.generation)
+            self._audit(*key, "lifecycle", "fail", str(e), {**details, "step": e.step})
+            return
+        attrs = self.driver.inspect_agent(key) or {}
+        nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), "")
+        self._health.reset(key)
+        changes: dict[str, object] = {}
+        if outcome.policy_digest:
+            changes["policy_digest"] = outcome.policy_digest
+        if action.kind is ActionKind.DEPLOY and action.reason == "spec changed":
+            changes.update(attempts=(), rung=0)  # a new spec starts a new ladder
+        self.store.set_status(
+            key,
+            state="running",
+            reason="recreated" if recreate else "deployed",
+            container_id=outcome.container_id,
+            ip=ip,
+            observed_generation=want.generation,
+            health="starting" if want.agent.spec.health else "none",
+            health_reason="",
+            breach="",
+            **changes,
+        )
+        self._audit(
+            *key,
+            "lifecycle",
+            "allow",
+            action.reason,
+            {
+                **details,
+                "container": outcome.container_id[:12],
+                "replaced": (outcome.replaced or "")[:12],
+            },
+        )
 
     def _audit(
         self,
@@ -333,6 +442,9 @@ class Reconciler:
                             ours = key in self._busy  # a deploy started it and loads it
                         if not ours and self.store.cell(key) is not None:
                             self.store.set_status(key, policy_digest="")
+                    action = str(ev.get("Action", "")).split(":")[0]
+                    if action in _QUIET_EVENTS:
+                        continue  # an exec (a health probe) changes nothing worth a pass
                     if (
                         "agentcell.tenant" in attrs
                         or str(attrs.get("name", "")).startswith("agentcell-")
@@ -392,20 +504,47 @@ class Reconciler:
             if not self._stop.is_set():
                 self.wake()
 
-    # -- health probes -----------------------------------------------------------------------
+    # -- health probes and the isolation canary ------------------------------------------------
 
     def _probe_loop(self) -> None:
+        """Runs each cell's health probe and canary when due; sleeps until the next one is."""
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentcell-probe") as pool:
             while not self._stop.is_set():
                 now = time.monotonic()
+                soonest = now + 1.0
                 for key, want in self.store.desired().items():
-                    health = want.agent.spec.health
-                    st = self.store.status(key)
-                    if health is None or st.state != "running" or not st.ip or want.deleted:
+                    if want.deleted or want.paused:
                         continue
-                    if self._health.due(key, now, health.interval, st.health):
-                        pool.submit(self._probe_one, key, want, st.ip)
-                self._stop.wait(0.05)
+                    soonest = min(soonest, self._schedule(pool, key, want, now))
+                self._probe_wake.wait(max(0.01, soonest - time.monotonic()))
+                self._probe_wake.clear()
+
+    def _schedule(
+        self, pool: ThreadPoolExecutor, key: CellKey, want: DesiredCell, now: float
+    ) -> float:
+        """Submit the cell's due checks; returns when its next check is due."""
+        health = want.agent.spec.health
+        soonest = now + 1.0
+        if health is not None:
+            due = self._health.next_due(key)
+            if due <= now:
+                st = self.store.status(key)
+                if st.ip and st.state in _PROBED and self._health.claim(key, now, 0.2):
+                    quick = st.health in ("starting", "none")
+                    self._health.schedule(key, now + (0.05 if quick else health.interval))
+                    pool.submit(self._probe_one, key, want, st.ip)
+                else:
+                    self._health.schedule(key, now + 0.2)
+            soonest = min(soonest, self._health.next_due(key))
+        if self.config.canary_seconds > 0:
+            due = self._canary_due.setdefault(key, now + self.config.canary_seconds)
+            if due <= now:
+                self._canary_due[key] = now + self.config.canary_seconds
+                st = self.store.status(key)
+                if st.state in _PROBED:
+                    pool.submit(self._canary_one, key)
+            soonest = min(soonest, self._canary_due[key])
+        return soonest
 
     def _check_health(self, key: CellKey, want: DesiredCell, ip: str) -> tuple[bool, str]:
         """One probe of the cell's health check: (passed, what happened)."""
@@ -429,19 +568,77 @@ class Reconciler:
     def _probe_one(self, key: CellKey, want: DesiredCell, ip: str) -> None:
         health = want.agent.spec.health
         assert health is not None
-        ok, what = self._check_health(key, want, ip)
-        verdict = self._health.record(
-            key,
-            ok,
-            time.monotonic(),
-            health.retries,
-            health.start_period + health.interval * health.retries,
-        )
-        if verdict is not None:
-            st = self.store.status(key)
-            if st.state == "running" and st.health != verdict:
-                self.store.set_status(key, health=verdict, reason=f"health {verdict}: {what}")
-                self._audit(*key, "health", "allow" if verdict == "healthy" else "deny", what)
+        try:
+            ok, what = self._check_health(key, want, ip)
+        finally:
+            self._health.release(key)
+        grace = health.start_period + health.interval * health.retries
+        verdict = self._health.record(key, ok, time.monotonic(), health.retries, grace)
+        if verdict is None:
+            return
+        st = self.store.status(key)
+        if st.state not in _PROBED or st.health == verdict:
+            return
+        changes: dict[str, object] = {"health": verdict, "health_reason": what}
+        if verdict == "unhealthy":
+            changes.update(state="unhealthy", reason=f"health check failing: {what}")
+        elif st.state in ("running", "unhealthy"):
+            changes.update(state="healthy", reason="agent healthy")
+            if st.rung:
+                changes["rung"] = 0  # well again: the ladder starts over
+        self.store.set_status(key, **changes)
+        self._audit(*key, "health", "allow" if verdict == "healthy" else "deny", what)
+        if verdict == "unhealthy":
+            self.wake()  # the ladder acts on it
+
+    def _canary_one(self, key: CellKey) -> None:
+        """Run the isolation canary; a breach puts the cell on the ladder (recreate)."""
+        try:
+            decisions = self.driver.canary(key)
+        except AgentcellError as e:
+            log.info("canary of %s/%s not run: %s", *key, e)
+            return
+        bad = [d.reason for d in decisions if not d.allow]
+        if bad and all(r in SETUP_REASONS for r in bad):
+            # It could not look (the agent is being replaced): no verdict; the next run will.
+            log.info("canary of %s/%s could not look: %s", *key, "; ".join(bad))
+            return
+        st = self.store.status(key)
+        if bad:
+            breach = "; ".join(bad)
+            if st.breach != breach:
+                self.store.set_status(key, breach=breach, reason=f"isolation breach: {breach}")
+                self._audit(*key, "isolation", "deny", breach, {"checks": len(decisions)})
+                self.wake()
+        elif st.breach:
+            self.store.set_status(key, breach="")
+            self._audit(*key, "isolation", "allow", "canary passes again")
+
+
+_PROBED = ("running", "healthy", "unhealthy")
+"""States whose agent the prober checks."""
+
+_QUIET_EVENTS = frozenset({"exec_create", "exec_start", "exec_die", "exec_detach", "top"})
+
+
+def _state(has_health: bool, health: str) -> str:
+    """The state of a cell whose agent runs: running, healthy or unhealthy."""
+    if has_health and health in ("healthy", "unhealthy"):
+        return health
+    return "running"
+
+
+def _progress(st: CellStatus) -> Progress:
+    return Progress(
+        failed_generation=st.failed_generation,
+        attempts=st.attempts,
+        rung=st.rung,
+        policy_digest=st.policy_digest,
+        health=st.health,
+        health_reason=st.health_reason,
+        breach=st.breach,
+        paused=st.state == "paused",
+    )
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
@@ -467,7 +664,7 @@ def _egress_record(line: str) -> AuditRecord | None:
 
 
 class _HealthTracker:
-    """Per-cell probe bookkeeping: when the next probe is due and what the streak says."""
+    """Per-cell probe bookkeeping: when the next probe is due, and the failure streak."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -475,36 +672,47 @@ class _HealthTracker:
         self._fails: dict[CellKey, int] = {}
         self._started: dict[CellKey, float] = {}
         self._inflight: set[CellKey] = set()
+        self.wake: Callable[[], None] = lambda: None
 
     def reset(self, key: CellKey) -> None:
+        """The agent (re)started: probe at once, forget the streak, start the grace period."""
         with self._lock:
             self._next.pop(key, None)
             self._fails.pop(key, None)
             self._started[key] = time.monotonic()
+        self.wake()
 
     def forget(self, key: CellKey) -> None:
-        self.reset(key)
         with self._lock:
+            self._next.pop(key, None)
+            self._fails.pop(key, None)
             self._started.pop(key, None)
 
-    def due(self, key: CellKey, now: float, interval: float, health: str) -> bool:
+    def next_due(self, key: CellKey) -> float:
         with self._lock:
-            if key in self._inflight or now < self._next.get(key, 0.0):
+            return self._next.get(key, 0.0)
+
+    def schedule(self, key: CellKey, when: float) -> None:
+        with self._lock:
+            self._next[key] = when
+
+    def claim(self, key: CellKey, now: float, _: float) -> bool:
+        """True if no probe of ``key`` is in flight (and marks one in flight)."""
+        with self._lock:
+            if key in self._inflight:
                 return False
             self._inflight.add(key)
             self._started.setdefault(key, now)
-            # While starting, probe quickly so a ready cell is seen ready at once.
-            self._next[key] = now + (0.05 if health in ("starting", "none") else interval)
             return True
+
+    def release(self, key: CellKey) -> None:
+        with self._lock:
+            self._inflight.discard(key)
 
     def record(self, key: CellKey, ok: bool, now: float, retries: int, grace: float) -> str | None:
         with self._lock:
-            self._inflight.discard(key)
-            if ok:
-                self._fails[key] = 0
-                return "healthy"
-            self._fails[key] = self._fails.get(key, 0) + 1
             starting = now - self._started.get(key, now) < grace
-            if starting:
-                return None
-            return "unhealthy" if self._fails[key] >= retries else None
+            verdict, self._fails[key] = health_verdict(
+                ok, self._fails.get(key, 0), retries, starting=starting
+            )
+            return verdict

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agentcell.errors import StoreError
-from agentcell.plan import CellKey, DesiredCell
+from agentcell.plan import Attempt, CellKey, DesiredCell
 from agentcell.spec import Agent, Tenant
 
 __all__ = ["AuditRecord", "CellStatus", "Store"]
@@ -68,6 +68,21 @@ CREATE TABLE IF NOT EXISTS audit (
     details TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_cell ON audit (tenant, cell, id);
+-- Counts writes to cells and tenants, so a reader knows when its parsed copy is stale.
+CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+INSERT OR IGNORE INTO changes(id, n) VALUES (1, 0);
+CREATE TRIGGER IF NOT EXISTS cells_insert_counted AFTER INSERT ON cells
+    BEGIN UPDATE changes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS cells_update_counted AFTER UPDATE ON cells
+    BEGIN UPDATE changes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS cells_delete_counted AFTER DELETE ON cells
+    BEGIN UPDATE changes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS tenants_insert_counted AFTER INSERT ON tenants
+    BEGIN UPDATE changes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS tenants_update_counted AFTER UPDATE ON tenants
+    BEGIN UPDATE changes SET n = n + 1 WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS tenants_delete_counted AFTER DELETE ON tenants
+    BEGIN UPDATE changes SET n = n + 1 WHERE id = 1; END;
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -89,9 +104,16 @@ class CellStatus:
     failed_generation: int = 0
     container_id: str = ""
     ip: str = ""
-    restarts: tuple[float, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
+    """Recent recoveries, oldest first (the ladder's memory)."""
     policy_digest: str = ""
     version: int = 0
+    rung: int = 0
+    """Recoveries since the cell was last well."""
+    breach: str = ""
+    """What the isolation canary last found wrong; "" while it finds nothing."""
+    health_reason: str = ""
+    """What the last health probe saw."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +138,7 @@ class Store:
         self.path = path
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
+        self._desired: tuple[tuple[Any, ...], dict[CellKey, DesiredCell]] | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -135,8 +158,15 @@ class Store:
                 "policy": "TEXT NOT NULL DEFAULT ''",
                 "policy_digest": "TEXT NOT NULL DEFAULT ''",
             },
-            "status": {"policy_digest": "TEXT NOT NULL DEFAULT ''"},
+            "status": {
+                "policy_digest": "TEXT NOT NULL DEFAULT ''",
+                "rung": "INTEGER NOT NULL DEFAULT 0",
+                "breach": "TEXT NOT NULL DEFAULT ''",
+                "health_reason": "TEXT NOT NULL DEFAULT ''",
+            },
+            "tenants": {"paused": "INTEGER NOT NULL DEFAULT 0"},
         }
+        added["cells"]["paused"] = "INTEGER NOT NULL DEFAULT 0"
         for table, columns in added.items():
             have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
             for name, decl in columns.items():
@@ -266,17 +296,55 @@ class Store:
             self.changed.notify_all()
 
     def desired(self) -> dict[CellKey, DesiredCell]:
-        rows = self._query(
-            "SELECT spec, spec_hash, generation, subnet, deleted, keep_workspace, "
-            "created, policy, policy_digest FROM cells"
-        )
-        out = {}
-        for spec, h, gen, subnet, deleted, keep, created, policy, digest in rows:
-            agent = Agent.model_validate_json(spec)
-            out[(agent.tenant, agent.name)] = DesiredCell(
-                agent, h, int(gen), subnet, bool(deleted), bool(keep), created, policy, digest
+        """Every stored cell. Parsed once per change of the cells or tenants tables."""
+        with self._lock:
+            stamp = self._query("SELECT n FROM changes WHERE id = 1")[0]
+            if self._desired is not None and self._desired[0] == stamp:
+                return dict(self._desired[1])
+            rows = self._query(
+                "SELECT c.spec, c.spec_hash, c.generation, c.subnet, c.deleted, c.keep_workspace, "
+                "c.created, c.policy, c.policy_digest, c.paused OR COALESCE(t.paused, 0) "
+                "FROM cells c LEFT JOIN tenants t ON t.name = c.tenant"
             )
-        return out
+            out = {}
+            for spec, h, gen, subnet, deleted, keep, created, policy, digest, paused in rows:
+                agent = Agent.model_validate_json(spec)
+                out[(agent.tenant, agent.name)] = DesiredCell(
+                    agent,
+                    h,
+                    int(gen),
+                    subnet,
+                    bool(deleted),
+                    bool(keep),
+                    created,
+                    policy,
+                    digest,
+                    bool(paused),
+                )
+            self._desired = (stamp, out)
+            return dict(out)
+
+    def set_paused(self, key: CellKey, paused: bool) -> bool:
+        """The kill switch of one cell; True if it changed."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE cells SET paused=? WHERE tenant=? AND name=? AND paused != ?",
+                (int(paused), *key, int(paused)),
+            )
+            return cur.rowcount > 0
+
+    def set_tenant_paused(self, name: str, paused: bool) -> bool:
+        """The kill switch of a tenant (its cells, and those deployed later); True if changed."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tenants SET paused=? WHERE name=? AND paused != ?",
+                (int(paused), name, int(paused)),
+            )
+            return cur.rowcount > 0
+
+    def tenant_paused(self, name: str) -> bool:
+        rows = self._query("SELECT paused FROM tenants WHERE name=?", (name,))
+        return bool(rows and rows[0][0])
 
     def cell(self, key: CellKey) -> DesiredCell | None:
         return (
@@ -293,8 +361,8 @@ class Store:
     def status(self, key: CellKey) -> CellStatus:
         rows = self._query(
             "SELECT state, health, reason, since, observed_generation, failed_generation, "
-            "container_id, ip, restarts, policy_digest, version FROM status "
-            "WHERE tenant=? AND name=?",
+            "container_id, ip, restarts, policy_digest, version, rung, breach, health_reason "
+            "FROM status WHERE tenant=? AND name=?",
             key,
         )
         if not rows:
@@ -311,9 +379,12 @@ class Store:
             r[5],
             r[6],
             r[7],
-            tuple(json.loads(r[8])),
+            _attempts(r[8]),
             r[9],
             r[10],
+            r[11],
+            r[12],
+            r[13],
         )
 
     def set_status(self, key: CellKey, **changes: Any) -> CellStatus:
@@ -333,7 +404,8 @@ class Store:
                 db.execute(
                     "INSERT OR REPLACE INTO status(tenant, name, state, health, reason, since, "
                     "observed_generation, failed_generation, container_id, ip, restarts, "
-                    "policy_digest, version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "policy_digest, version, rung, breach, health_reason) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         new.tenant,
                         new.name,
@@ -345,9 +417,12 @@ class Store:
                         new.failed_generation,
                         new.container_id,
                         new.ip,
-                        json.dumps(list(new.restarts)),
+                        json.dumps([[a.time, a.step] for a in new.attempts]),
                         new.policy_digest,
                         new.version,
+                        new.rung,
+                        new.breach,
+                        new.health_reason,
                     ),
                 )
             self.changed.notify_all()
@@ -436,3 +511,14 @@ class Store:
             AuditRecord(r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[1], r[0])
             for r in rows
         ]
+
+
+def _attempts(text: str) -> tuple[Attempt, ...]:
+    """The stored ladder memory; a store from an older release kept bare restart times."""
+    out = []
+    for item in json.loads(text):
+        if isinstance(item, list):
+            out.append(Attempt(float(item[0]), str(item[1])))
+        else:
+            out.append(Attempt(float(item), "restart"))
+    return tuple(out)

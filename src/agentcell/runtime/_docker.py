@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +16,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from agentcell.errors import DeployStepError, NotFoundError, RuntimeDriverError
-from agentcell.plan import CellKey, DesiredCell, ObservedCell, ObservedContainer
+from agentcell.plan import CellKey, DesiredCell, EngineObject, ObservedCell, ObservedContainer
 from agentcell.policy import (
     LABEL_CELL,
     LABEL_GENERATION,
@@ -22,11 +24,14 @@ from agentcell.policy import (
     LABEL_SPEC_HASH,
     LABEL_TENANT,
     CellNames,
+    Decision,
     check_container,
     container_body,
 )
+from agentcell.runtime._canary import run_canary
 from agentcell.runtime._dockerproxy import DockerProxyManager
 from agentcell.runtime._gate import GateManager
+from agentcell.runtime._gc import GcOutcome, list_labelled, remove_objects
 from agentcell.runtime._labels import cell_labels
 
 __all__ = ["DeployOutcome", "DockerDriver", "cell_names"]
@@ -95,7 +100,7 @@ class DockerDriver:
         for c in api.containers(all=True, filters={"label": [LABEL_TENANT, LABEL_CELL]}):
             s = slot(c.get("Labels") or {})
             if s is not None:
-                s["containers"].append(_observed_container(c))
+                s["containers"].append(self._why_stopped(_observed_container(c)))
         for n in api.networks(filters={"label": [LABEL_TENANT, LABEL_CELL]}):
             s = slot(n.get("Labels") or {})
             if s is not None:
@@ -118,6 +123,20 @@ class DockerDriver:
             )
             for key, p in parts.items()
         }
+
+    def _why_stopped(self, seen: ObservedContainer) -> ObservedContainer:
+        """A stopped container with what the listing leaves out: OOM kill and exit code."""
+        if seen.state not in ("exited", "dead"):
+            return seen
+        try:
+            state = self.client.api.inspect_container(seen.id).get("State") or {}
+        except docker.errors.NotFound:  # removed since the listing
+            return seen
+        return dataclasses.replace(
+            seen,
+            oom_killed=bool(state.get("OOMKilled")),
+            exit_code=int(state.get("ExitCode") or seen.exit_code),
+        )
 
     def used_subnets(self) -> list[str]:
         """Every IPv4 subnet any network of this engine uses (ours and everyone else's)."""
@@ -142,6 +161,14 @@ class DockerDriver:
         except NotFoundError:
             return None
 
+    def canary(self, key: CellKey) -> list[Decision]:
+        """One isolation canary run on the cell, from inside it (see ``runtime._canary``).
+
+        Each check is a Decision; a denial is a check that failed. Runs in about the reach
+        timeout (0.5 s, mostly waiting), so run cells concurrently.
+        """
+        return run_canary(self.client, key, strict_seccomp=bool(self.seccomp))
+
     # -- acting ------------------------------------------------------------------------------
 
     def deploy(
@@ -152,8 +179,14 @@ class DockerDriver:
         *,
         allocate: Callable[[], str] | None = None,
         gate_token: str = "",
+        fresh: bool = False,
+        resume: bool = False,
     ) -> DeployOutcome:
         """Make the cell match ``want``; all or nothing.
+
+        ``fresh`` (recovery's recreate rung) first removes the agent and its sidecars, so
+        every container is new from the spec; the network and workspace stay. ``resume``
+        starts a stopped agent that already matches ``want`` instead of replacing it.
 
         ``ready(ip)`` is one health probe; the new container must pass it (or, without
         one, stay up for a moment) before the previous container is removed. With an
@@ -172,6 +205,15 @@ class DockerDriver:
         restart_previous = False
         current = "check image"
         try:
+            if fresh:
+                current = "remove the containers being recreated"
+                step(current)
+                for role in ("agent", "egress", "dockerproxy"):
+                    flt = {"label": cell_labels(key, role)}
+                    for c in self.client.containers.list(all=True, filters=flt):
+                        with contextlib.suppress(docker.errors.NotFound):
+                            c.remove(force=True)
+                current = "check image"
             step(current)
             try:
                 self.client.images.get(agent.spec.image)
@@ -233,8 +275,16 @@ class DockerDriver:
             previous = self.client.containers.list(
                 all=True, filters={"label": cell_labels(key, "agent")}
             )
-            keep = self._matching_agent(previous, want, network)
+            keep = self._matching_agent(previous, want, network, stopped=resume)
             if keep is not None:
+                if resume:
+                    current = "start container"
+                    step(current)
+                    self.client.api.start(keep)
+                    self._wait_running(keep)
+                    current = "wait until ready"
+                    step(current)
+                    self._wait_ready(keep, network, ready, self._ready_budget(want))
                 self._drop_unwanted_gate(want)
                 return DeployOutcome(container_id=keep, policy_digest=digest)
 
@@ -309,14 +359,15 @@ class DockerDriver:
             raise DeployStepError(current, _explain(e)) from None
 
     def _matching_agent(
-        self, candidates: list[Container], want: DesiredCell, network: str
+        self, candidates: list[Container], want: DesiredCell, network: str, *, stopped: bool
     ) -> str | None:
-        """The id of a running agent that already is what ``want`` asks, on this network."""
+        """The id of a running (or, if ``stopped``, any) agent that already is what ``want``
+        asks, on this network."""
         net_id = self.client.api.inspect_network(network)["Id"]
-        for c in candidates:
+        for c in sorted(candidates, key=lambda c: c.status != "running"):
             nets = c.attrs.get("NetworkSettings", {}).get("Networks", {})
             if (
-                c.status == "running"
+                (c.status == "running" or stopped)
                 and c.labels.get(LABEL_SPEC_HASH) == want.spec_hash
                 and c.labels.get(LABEL_GENERATION) == str(want.generation)
                 and (nets.get(network) or {}).get("NetworkID") == net_id
@@ -353,13 +404,35 @@ class DockerDriver:
         )
         return out
 
-    def start(self, key: CellKey) -> None:
+    def restart(self, key: CellKey) -> None:
+        """Recovery's first rung: start the agent container again (stopping it if it runs)."""
         c = self.agent_container(key)
         try:
-            c.start()
+            if c.status == "running":
+                c.restart(timeout=_STOP_TIMEOUT)
+            else:
+                c.start()
             self._wait_running(c.id)
         except docker.errors.DockerException as e:
             raise RuntimeDriverError(_explain(e)) from None
+
+    def pause(self, key: CellKey) -> list[str]:
+        """The kill switch: SIGKILL the agent at once, then its sidecars and children.
+
+        Containers, network and workspace stay, so the cell can resume. Returns what stopped.
+        """
+        stopped: list[str] = []
+        order = ("agent", "egress", "dockerproxy", "child")
+        try:
+            for role in order:
+                flt = {"label": cell_labels(key, role), "status": "running"}
+                for c in self.client.containers.list(filters=flt):
+                    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                        c.kill()
+                        stopped.append(f"{role} {c.name}")
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
+        return stopped
 
     def remove(self, key: CellKey, *, keep_workspace: bool = False) -> list[str]:
         """Remove every engine object of the cell (the workspace unless kept). Idempotent."""
@@ -428,6 +501,31 @@ class DockerDriver:
                 yield ev
         finally:
             stream.close()
+
+    # -- orphans -----------------------------------------------------------------------------
+
+    def labelled_objects(self) -> list[EngineObject]:
+        """Every container, network and volume carrying an ``agentcell.tenant`` label."""
+        try:
+            return list_labelled(self.client)
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
+
+    def remove_orphans(
+        self, objects: Iterable[EngineObject], confirm: Callable[[EngineObject], str | None]
+    ) -> GcOutcome:
+        """Remove ``objects`` (containers, networks, volumes), each once ``confirm`` agrees.
+
+        A tenant-wide object (no cell label: the egress network) is confirmed and removed
+        under the tenant's lock, which a deploy holds while it finds or creates that network.
+        """
+
+        def lock(obj: EngineObject) -> AbstractContextManager[object]:
+            if obj.cell:
+                return contextlib.nullcontext()
+            return self.gates._tenant_lock(obj.tenant)
+
+        return remove_objects(self.client, objects, confirm=confirm, lock=lock)
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -97,6 +97,7 @@ class DockerProxyManager:
             name=config.container,
             body_hash=wanted,
             body=lambda: docker_proxy_body(config, seccomp=self.seccomp, proxy_hash=wanted),
+            networks=(network,),
         )
         self._wait_ready(config.address)
         return DockerProxy(

@@ -134,6 +134,7 @@ class GateManager:
             name=config.container,
             body_hash=wanted_hash,
             body=lambda: gate_body(config, seccomp=self.seccomp, gate_hash=wanted_hash),
+            networks=(network, egress_net),
             after_create=lambda cid: self.client.api.connect_container_to_network(cid, egress_net),
         )
         container.reload()

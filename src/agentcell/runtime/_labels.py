@@ -39,15 +39,21 @@ def ensure_sidecar(
     name: str,
     body_hash: str,
     body: Callable[[], dict[str, Any]],
+    networks: tuple[str, ...] = (),
     after_create: Callable[[str], None] | None = None,
 ) -> tuple[Container, bool]:
     """The cell's running sidecar of ``role`` and whether it was created now.
 
     One whose label ``agentcell.gate-hash`` is not ``body_hash`` was made from another
-    body: it is replaced. ``after_create`` runs on a new container before it starts.
+    body, and one not attached to each of ``networks`` as they are now (a network removed
+    and made again has a new id): it is replaced. ``after_create`` runs on a new container
+    before it starts.
     """
     container = find_role(client, key, role)
-    if container is not None and container.labels.get(LABEL_GATE_HASH) != body_hash:
+    if container is not None and (
+        container.labels.get(LABEL_GATE_HASH) != body_hash
+        or not all(_attached(client, container, n) for n in networks)
+    ):
         container.remove(force=True)
         container = None
     created = container is None
@@ -61,3 +67,13 @@ def ensure_sidecar(
     if container.status != "running":
         container.start()
     return container, created
+
+
+def _attached(client: docker.DockerClient, container: Container, network: str) -> bool:
+    """Whether ``container`` is attached to the network named ``network`` as it is now."""
+    try:
+        net_id = client.api.inspect_network(network)["Id"]
+    except docker.errors.NotFound:
+        return False
+    nets = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    return bool((nets.get(network) or {}).get("NetworkID") == net_id)
