@@ -368,11 +368,10 @@ def _state_text(state: str) -> str:
 def _recovery_summary(c: dict[str, Any]) -> str:
     if c.get("paused"):
         return "suspended: the cell is paused (agentcell resume to bring it back)"
-    attempts = c.get("recovery", {}).get("attempts", [])
-    limit = c["spec"]["spec"]["restart"]
-    window = float(limit["window"])
-    recent = [a for a in attempts if time.time() - a["time"] < window]
-    text = f"{len(recent)} of {limit['maxRestarts']} recoveries used in the last {window:g}s"
+    recovery = c["recovery"]
+    window = float(recovery["window"])
+    recent = [a for a in recovery["attempts"] if time.time() - a["time"] < window]
+    text = f"{len(recent)} of {recovery['max_restarts']} recoveries used in the last {window:g}s"
     if recent:
         last = recent[-1]
         text += f"; last: {last['step']} {_age(last['time'])} ago"

@@ -363,6 +363,8 @@ class ControlPlane:
             "since": st.since,
             "paused": want_paused,
             "recovery": {
+                "max_restarts": agent.spec.restart.max_restarts,
+                "window": agent.spec.restart.window,
                 "rung": st.rung,
                 "attempts": [{"time": a.time, "step": a.step} for a in st.attempts],
             },

@@ -320,7 +320,12 @@ class Reconciler:
             stopped = self.driver.pause(key)
             self._health.forget(key)
             self.store.set_status(
-                key, state="paused", reason="paused: recovery suspended", policy_digest=""
+                key,
+                state="paused",
+                reason="paused: recovery suspended",
+                policy_digest="",
+                health="none",
+                health_reason="",
             )
             self._audit(*key, "lifecycle", "allow", action.reason, {**details, "stopped": stopped})
         elif kind is ActionKind.GIVE_UP:
@@ -533,8 +538,8 @@ class Reconciler:
                     quick = st.health in ("starting", "none")
                     self._health.schedule(key, now + (0.05 if quick else health.interval))
                     pool.submit(self._probe_one, key, want, st.ip)
-                else:
-                    self._health.schedule(key, now + 0.2)
+                else:  # not up (deploying, recovering, failed): look again soon
+                    self._health.schedule(key, now + 0.5)
             soonest = min(soonest, self._health.next_due(key))
         if self.config.canary_seconds > 0:
             due = self._canary_due.setdefault(key, now + self.config.canary_seconds)

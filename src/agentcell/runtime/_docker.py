@@ -149,7 +149,9 @@ class DockerDriver:
 
     def agent_container(self, key: CellKey) -> Container:
         """The cell's agent container (the running one if several), or NotFoundError."""
-        found = self.client.containers.list(all=True, filters={"label": cell_labels(key, "agent")})
+        found = self.client.containers.list(
+            all=True, filters={"label": cell_labels(key, "agent")}, ignore_removed=True
+        )
         if not found:
             raise NotFoundError(f"cell {key[0]}/{key[1]} has no agent container")
         found.sort(key=lambda c: c.status != "running")
@@ -273,7 +275,7 @@ class DockerDriver:
                 docker_host = dp.url
 
             previous = self.client.containers.list(
-                all=True, filters={"label": cell_labels(key, "agent")}
+                all=True, filters={"label": cell_labels(key, "agent")}, ignore_removed=True
             )
             keep = self._matching_agent(previous, want, network, stopped=resume)
             if keep is not None:
@@ -444,7 +446,7 @@ class DockerDriver:
     def _remove_cell_objects(self, key: CellKey, *, keep_workspace: bool) -> list[str]:
         removed: list[str] = []
         flt = {"label": cell_labels(key, None)}
-        for c in self.client.containers.list(all=True, filters=flt):
+        for c in self.client.containers.list(all=True, filters=flt, ignore_removed=True):
             with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
                 removed.append(f"container {c.name}")

@@ -27,7 +27,9 @@ def cell_labels(key: CellKey, role: str | None) -> list[str]:
 
 def find_role(client: docker.DockerClient, key: CellKey, role: str) -> Container | None:
     """The cell's container of this role, running or not, or None."""
-    found = client.containers.list(all=True, filters={"label": cell_labels(key, role)})
+    found = client.containers.list(
+        all=True, filters={"label": cell_labels(key, role)}, ignore_removed=True
+    )
     return found[0] if found else None
 
 
