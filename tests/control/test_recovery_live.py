@@ -229,3 +229,48 @@ def test_pausing_a_tenant_pauses_its_cells(
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to run again")
     missing = srv.cli("pause", "no-such-tenant")
     assert missing.returncode != 0 and "no tenant" in missing.stderr
+
+
+def test_an_isolation_breach_found_by_the_canary_recreates_the_cell(
+    tmp_path: Path, docker_client, tenant: str, hook: Hook
+) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    s = Server(
+        url=f"http://127.0.0.1:{port}",
+        state_dir=tmp_path / "state",
+        port=port,
+        extra_env={"AGENTCELL_CANARY_INTERVAL": "1"},
+    )
+    s.state_dir.mkdir()
+    s.start()
+    try:
+        ref = deploy(s, tenant, tmp_path)
+        wait_for(lambda: state_is(s, ref, "healthy"), 30, "the cell to be healthy")
+        first = agent_of(docker_client, tenant)
+        # Someone with the engine's socket starts a root process in the cell.
+        first.exec_run(["sleep", "600"], user="0", detach=True)
+        wait_for(
+            lambda: any(
+                r["kind"] == "isolation"
+                and r["decision"] == "deny"
+                and "process runs as root" in r["reason"]
+                for r in audit(s, tenant)
+            ),
+            30,
+            "the canary to report the root process",
+        )
+        agents = {"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]}
+        wait_for(
+            lambda: [c for c in docker_client.containers.list(filters=agents) if c.id != first.id],
+            30,
+            "the cell to be recreated",
+        )
+        back = wait_for(lambda: state_is(s, ref, "healthy"), 30, "healthy after the recreate")
+        assert back["recovery"]["attempts"][-1]["step"] == "recreate"
+        lifecycle = [r["reason"] for r in audit(s, tenant) if r["kind"] == "lifecycle"]
+        assert any(r.startswith("isolation breach: ") for r in lifecycle)
+        top = agent_of(docker_client, tenant).top(ps_args="-o pid,user,args")
+        assert not [p for p in top["Processes"] if p[1] in ("root", "0")], top
+        wait_for(lambda: not cell(s, ref)["breach"], 30, "the breach to be cleared")
+    finally:
+        s.stop()
