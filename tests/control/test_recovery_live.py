@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,3 +276,58 @@ def test_an_isolation_breach_found_by_the_canary_recreates_the_cell(
         wait_for(lambda: not cell(s, ref)["breach"], 30, "the breach to be cleared")
     finally:
         s.stop()
+
+
+def test_a_hung_gate_is_replaced_and_its_policy_loaded(
+    srv: Server, tenant: str, tmp_path: Path, docker_client
+) -> None:  # type: ignore[no-untyped-def]
+    ref = deploy(srv, tenant, tmp_path, egress={"allow": [{"host": "api.allowed.test"}]})
+    wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy")
+    gates = {"label": [f"agentcell.tenant={tenant}", "agentcell.role=egress"]}
+    (gate,) = docker_client.containers.list(filters=gates)
+    # Hung, as far as anyone can tell from outside: the engine still says running, the
+    # kernel still accepts connections, nothing answers.
+    for pid in [int(p[1]) for p in gate.top()["Processes"]]:
+        os.kill(pid, signal.SIGSTOP)
+    wait_for(
+        lambda: any(r["kind"] == "sidecar" and r["decision"] == "deny" for r in audit(srv, tenant)),
+        40,
+        "the hung gate to be noticed",
+    )
+    wait_for(
+        lambda: [c for c in docker_client.containers.list(filters=gates) if c.id != gate.id],
+        30,
+        "a new gate",
+    )
+    c = wait_for(
+        lambda: (
+            (c := cell(srv, ref))["egress"]["loaded_digest"] == c["egress"]["policy_digest"] and c
+        ),
+        30,
+        "the policy to be loaded into the new gate",
+    )
+    assert c
+    wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy again")
+    reasons = [r["reason"] for r in audit(srv, tenant) if r["kind"] == "lifecycle"]
+    assert "egress gate not answering" in reasons and "egress gate missing" in reasons
+
+
+def test_a_gate_frozen_out_of_band_is_replaced(
+    srv: Server, tenant: str, tmp_path: Path, docker_client
+) -> None:  # type: ignore[no-untyped-def]
+    ref = deploy(srv, tenant, tmp_path, egress={"allow": [{"host": "api.allowed.test"}]})
+    wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy")
+    gates = {"label": [f"agentcell.tenant={tenant}", "agentcell.role=egress"]}
+    (gate,) = docker_client.containers.list(filters=gates)
+    gate.pause()  # the engine reports it paused: not running, so it is restored at once
+    wait_for(
+        lambda: [c for c in docker_client.containers.list(filters=gates) if c.id != gate.id],
+        30,
+        "a new gate",
+    )
+    wait_for(
+        lambda: (c := cell(srv, ref))["egress"]["loaded_digest"] == c["egress"]["policy_digest"],
+        30,
+        "the policy to be loaded into the new gate",
+    )
+    wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy again")

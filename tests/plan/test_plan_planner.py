@@ -220,6 +220,29 @@ ROWS: list[tuple[str, DesiredCell | None, ObservedCell | None, Progress, Action 
         Progress(),
         deploy("workspace volume missing"),
     ),
+    (
+        "4. a docker proxy that runs but does not answer: REPLACE_SIDECAR",
+        want(docker={"access": "own"}),
+        have(box(), box(role="dockerproxy", id="p")),
+        Progress(stuck=("dockerproxy",)),
+        Action(
+            ActionKind.REPLACE_SIDECAR, KEY, "docker proxy not answering", {"role": "dockerproxy"}
+        ),
+    ),
+    (
+        "4. a stuck sidecar that is gone already: nothing to replace",
+        want(),
+        have(),
+        Progress(stuck=("dockerproxy",)),
+        None,
+    ),
+    (
+        "4. a missing piece is named before a stuck sidecar",
+        want(),
+        have(box(role="egress", id="g"), volume=None),
+        Progress(stuck=("egress",)),
+        deploy("workspace volume missing"),
+    ),
     # 5. spec changed
     (
         "5. spec hash changed: DEPLOY, spec changed",

@@ -29,6 +29,7 @@ from agentcell.plan import (
     CellKey,
     DesiredCell,
     ObservedCell,
+    ObservedContainer,
     Progress,
     allocate_subnet,
     health_verdict,
@@ -36,7 +37,7 @@ from agentcell.plan import (
     settled,
 )
 from agentcell.policy import SETUP_REASONS
-from agentcell.runtime import DockerDriver, Firewall, probe
+from agentcell.runtime import DockerDriver, Firewall, probe, probe_sidecar
 
 __all__ = ["Reconciler", "ReconcilerConfig"]
 
@@ -85,6 +86,11 @@ class Reconciler:
         self._probe_wake = threading.Event()
         self._health.wake = self._probe_wake.set
         self._canary_due: dict[CellKey, float] = {}
+        self._sidecar_lock = threading.Lock()
+        self._sidecars: dict[CellKey, tuple[ObservedContainer, ...]] = {}
+        self._sidecar_due: dict[CellKey, float] = {}
+        self._sidecar_fails: dict[str, int] = {}
+        self._stuck: dict[CellKey, tuple[str, ...]] = {}
         self._threads: list[threading.Thread] = []
         self._subnet_lock = threading.Lock()
         self._followers: dict[CellKey, str] = {}
@@ -155,7 +161,22 @@ class Reconciler:
         seen_at = time.monotonic()
         observed = self.driver.observe()
         desired = self.store.desired()
-        progress = {key: _progress(self.store.status(key)) for key in desired}
+        progress = {
+            key: _progress(self.store.status(key), self._stuck.get(key, ())) for key in desired
+        }
+        with self._sidecar_lock:
+            self._sidecars = {
+                key: tuple(
+                    c
+                    for c in cell.containers
+                    if c.role in ("egress", "dockerproxy") and c.state == "running"
+                )
+                for key, cell in observed.items()
+                if key in desired
+            }
+            alive = {c.id for cs in self._sidecars.values() for c in cs}
+            for cid in set(self._sidecar_fails) - alive:
+                del self._sidecar_fails[cid]
         actions = plan(desired, observed, progress, now=time.time())
         acted = {a.key for a in actions if a.kind is not ActionKind.WAIT}
         for key, want in desired.items():
@@ -316,6 +337,12 @@ class Reconciler:
                 return
             self.store.set_status(key, policy_digest=digest, reason=f"policy {digest} loaded")
             self._audit(*key, "policy", "allow", "policy loaded", {**details, "digest": digest})
+        elif kind is ActionKind.REPLACE_SIDECAR:
+            role = action.extra["role"]
+            removed = self.driver.remove_role(key, role)
+            self._stuck[key] = tuple(r for r in self._stuck.get(key, ()) if r != role)
+            self.store.set_status(key, reason=f"{action.reason}: replacing it")
+            self._audit(*key, "lifecycle", "allow", action.reason, {**details, "removed": removed})
         elif kind is ActionKind.PAUSE:
             stopped = self.driver.pause(key)
             self._health.forget(key)
@@ -541,6 +568,14 @@ class Reconciler:
                 else:  # not up (deploying, recovering, failed): look again soon
                     self._health.schedule(key, now + 0.5)
             soonest = min(soonest, self._health.next_due(key))
+        with self._sidecar_lock:
+            sidecars = self._sidecars.get(key, ())
+        if sidecars:
+            due = self._sidecar_due.setdefault(key, now + SIDECAR_SECONDS)
+            if due <= now:
+                self._sidecar_due[key] = now + SIDECAR_SECONDS
+                pool.submit(self._sidecars_one, key, sidecars)
+            soonest = min(soonest, self._sidecar_due[key])
         if self.config.canary_seconds > 0:
             due = self._canary_due.setdefault(key, now + self.config.canary_seconds)
             if due <= now:
@@ -596,6 +631,19 @@ class Reconciler:
         if verdict == "unhealthy":
             self.wake()  # the ladder acts on it
 
+    def _sidecars_one(self, key: CellKey, sidecars: tuple[ObservedContainer, ...]) -> None:
+        """Liveness of the cell's running sidecars; one that stops answering gets replaced."""
+        for c in sidecars:
+            ok, what = probe_sidecar(c)
+            verdict, fails = health_verdict(
+                ok, self._sidecar_fails.get(c.id, 0), SIDECAR_RETRIES, starting=False
+            )
+            self._sidecar_fails[c.id] = fails
+            if verdict == "unhealthy" and c.role not in self._stuck.get(key, ()):
+                self._stuck[key] = (*self._stuck.get(key, ()), c.role)
+                self._audit(*key, "sidecar", "deny", what, {"container": c.name})
+                self.wake()
+
     def _canary_one(self, key: CellKey) -> None:
         """Run the isolation canary; a breach puts the cell on the ladder (recreate)."""
         try:
@@ -620,6 +668,10 @@ class Reconciler:
             self._audit(*key, "isolation", "allow", "canary passes again")
 
 
+SIDECAR_SECONDS = 5.0
+"""How often each running sidecar's liveness is probed."""
+SIDECAR_RETRIES = 3
+
 _PROBED = ("running", "healthy", "unhealthy")
 """States whose agent the prober checks."""
 
@@ -633,8 +685,9 @@ def _state(has_health: bool, health: str) -> str:
     return "running"
 
 
-def _progress(st: CellStatus) -> Progress:
+def _progress(st: CellStatus, stuck: tuple[str, ...]) -> Progress:
     return Progress(
+        stuck=stuck,
         failed_generation=st.failed_generation,
         attempts=st.attempts,
         rung=st.rung,

@@ -58,6 +58,8 @@ class ObservedContainer:
     oom_killed: bool = False
     ip: str = ""
     started_at: str = ""
+    addresses: tuple[tuple[str, str], ...] = ()
+    """(network name, address) for each network it is attached to."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class Progress:
     """What the isolation canary last found wrong ("" while it finds nothing)."""
     paused: bool = False
     """The cell's last reported state is paused (so, no longer desired paused: resume it)."""
+    stuck: tuple[str, ...] = ()
+    """Roles of running sidecars that failed their liveness probe ``retries`` times in a row."""
 
 
 class ActionKind(StrEnum):
@@ -118,6 +122,8 @@ class ActionKind(StrEnum):
     """Recovery is backing off; ``extra["at"]`` is when it may act again."""
     RESUME = "resume"
     """Undo PAUSE: start the stopped sidecars and agent (new ones where they are gone)."""
+    REPLACE_SIDECAR = "replace-sidecar"
+    """Remove a sidecar that runs but does not answer (``extra["role"]``); DEPLOY restores it."""
     PAUSE = "pause"
     """Kill switch: kill the agent, stop its sidecars and children; keep everything."""
     RELOAD = "reload"

@@ -11,6 +11,8 @@ Precedence, per cell:
    (the egress gate is a piece when the policy is not empty, the docker proxy when
    docker access is "own"; each must be running, and one not wanted any more is
    "... not wanted"). A missing piece is restored at once: it is not a recovery.
+   desired, a running sidecar does not answer         -> REPLACE_SIDECAR ("egress gate
+   not answering" / "docker proxy not answering"); the next pass deploys a new one
 5. desired, agent container's spec hash differs        -> DEPLOY ("spec changed")
 6. desired, and in trouble -- the agent not running, the isolation canary reporting a
    breach, or the health check failing, in that order  -> the recovery ladder
@@ -32,6 +34,8 @@ from agentcell.plan._model import (
     Progress,
 )
 from agentcell.plan._recovery import Step, Trouble, recover
+
+_SIDECAR_NAMES = {"egress": "egress gate", "dockerproxy": "docker proxy"}
 
 _STEP_ACTION = {
     Step.RESTART: ActionKind.RESTART,
@@ -87,6 +91,10 @@ def _plan_cell(
     missing = _missing(want, have)
     if missing:
         return Action(ActionKind.DEPLOY, key, missing)
+    for role in prog.stuck:
+        if have.role(role) is not None:
+            name = _SIDECAR_NAMES.get(role, role)
+            return Action(ActionKind.REPLACE_SIDECAR, key, f"{name} not answering", {"role": role})
     agent = have.agent
     assert agent is not None
     if agent.spec_hash != want.spec_hash:

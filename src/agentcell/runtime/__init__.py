@@ -4,7 +4,7 @@ from agentcell.runtime._canary import run_canary
 from agentcell.runtime._docker import DeployOutcome, DockerDriver, cell_names
 from agentcell.runtime._firewall import CHAIN, Firewall, chain_rules, jump_rule
 from agentcell.runtime._gc import GcOutcome
-from agentcell.runtime._probe import probe
+from agentcell.runtime._probe import probe, probe_sidecar
 from agentcell.runtime._seccomp import ENGINE_PROFILE_PATHS, cell_seccomp_profile
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "chain_rules",
     "jump_rule",
     "probe",
+    "probe_sidecar",
     "run_canary",
 ]

@@ -410,13 +410,30 @@ class DockerDriver:
         """Recovery's first rung: start the agent container again (stopping it if it runs)."""
         c = self.agent_container(key)
         try:
-            if c.status == "running":
+            if c.status == "paused":  # frozen out of band
+                c.unpause()
+                c.restart(timeout=_STOP_TIMEOUT)
+            elif c.status == "running":
                 c.restart(timeout=_STOP_TIMEOUT)
             else:
                 c.start()
             self._wait_running(c.id)
         except docker.errors.DockerException as e:
             raise RuntimeDriverError(_explain(e)) from None
+
+    def remove_role(self, key: CellKey, role: str) -> list[str]:
+        """Remove the cell's containers of ``role`` (running, paused or hung); returns names."""
+        removed = []
+        try:
+            for c in self.client.containers.list(
+                all=True, filters={"label": cell_labels(key, role)}
+            ):
+                with contextlib.suppress(docker.errors.NotFound):
+                    c.remove(force=True)
+                    removed.append(str(c.name))
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
+        return removed
 
     def pause(self, key: CellKey) -> list[str]:
         """The kill switch: SIGKILL the agent at once, then its sidecars and children.
@@ -658,8 +675,11 @@ class DockerDriver:
 
 def _observed_container(c: dict[str, Any]) -> ObservedContainer:
     labels = c.get("Labels") or {}
-    nets = ((c.get("NetworkSettings") or {}).get("Networks") or {}).values()
-    ip = next((n.get("IPAddress") for n in nets if n.get("IPAddress")), "")
+    networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
+    addresses = tuple(
+        (str(name), str(n["IPAddress"])) for name, n in networks.items() if n.get("IPAddress")
+    )
+    ip = addresses[0][1] if addresses else ""
     status = str(c.get("Status") or "")
     exit_code = 0
     if status.startswith("Exited ("):
@@ -677,7 +697,8 @@ def _observed_container(c: dict[str, Any]) -> ObservedContainer:
         spec_hash=labels.get(LABEL_SPEC_HASH, ""),
         generation=generation,
         exit_code=exit_code,
-        ip=ip or "",
+        ip=ip,
+        addresses=addresses,
     )
 
 

@@ -54,6 +54,7 @@ def ensure_sidecar(
     container = find_role(client, key, role)
     if container is not None and (
         container.labels.get(LABEL_GATE_HASH) != body_hash
+        or container.status == "paused"  # frozen out of band: a new one is the safe restore
         or not all(_attached(client, container, n) for n in networks)
     ):
         container.remove(force=True)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import http.client
 import socket
 
+from agentcell.plan import ObservedContainer
+from agentcell.policy import DOCKER_PROXY_PORT, GATE_CONTROL_PORT
 from agentcell.spec import Health
 
-__all__ = ["probe"]
+__all__ = ["probe", "probe_sidecar"]
+
+SIDECAR_TIMEOUT = 1.0
 
 
 def probe(health: Health, ip: str) -> tuple[bool, str]:
@@ -31,3 +35,31 @@ def probe(health: Health, ip: str) -> tuple[bool, str]:
         except OSError as e:
             return False, f"tcp {health.tcp.port}: {e}"
     return False, "no probe of this kind runs from the host"
+
+
+def probe_sidecar(sidecar: ObservedContainer) -> tuple[bool, str]:
+    """One liveness probe of a running sidecar, from the host: (answered, what happened).
+
+    The egress gate answers ``GET /healthz`` on its control port (egress network); the
+    docker proxy answers ``GET /_ping`` on the cell network. A hung process still lets
+    the kernel accept the connection, so only an HTTP answer counts.
+    """
+    if sidecar.role == "egress":
+        ips = [ip for name, ip in sidecar.addresses if name.endswith("-egress")]
+        port, path = GATE_CONTROL_PORT, "/healthz"
+    elif sidecar.role == "dockerproxy":
+        ips = [ip for _, ip in sidecar.addresses]
+        port, path = DOCKER_PROXY_PORT, "/_ping"
+    else:
+        return False, f"no liveness probe for role {sidecar.role!r}"
+    if not ips:
+        return False, f"{sidecar.role}: no address to probe"
+    conn = http.client.HTTPConnection(ips[0], port, timeout=SIDECAR_TIMEOUT)
+    try:
+        conn.request("GET", path, headers={"User-Agent": "agentcell-probe"})
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException) as e:
+        return False, f"{sidecar.role} {path}: {e.__class__.__name__}: {e}"
+    finally:
+        conn.close()
+    return status == 200, f"{sidecar.role} {path}: status {status}"
