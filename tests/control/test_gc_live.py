@@ -116,3 +116,22 @@ def test_gc_lists_then_removes_only_the_orphans(
             "allow",
             "cell unknown to the store",
         )
+
+
+def test_gc_leaves_out_tenants_it_does_not_know_unless_asked(
+    server: Server, tenant: str, docker_client: docker.DockerClient
+) -> None:
+    # A tenant this control plane never heard of: another control plane's, or a lost store's.
+    vol = docker_client.volumes.create(
+        f"agentcell-{tenant}-elsewhere-workspace", labels=_labels(tenant, "elsewhere", "workspace")
+    )
+    try:
+        plain = json.loads(server.cli("gc", "-o", "json", check=True).stdout)
+        assert vol.name not in {o["name"] for o in plain["orphans"]}
+        assert plain["foreign"] >= 1
+        assert "left out:" in server.cli("gc", check=True).stdout
+        every = json.loads(server.cli("gc", "--all-tenants", "-o", "json", check=True).stdout)
+        assert vol.name in {o["name"] for o in every["orphans"]}
+        assert _gc(server, tenant)["orphans"][0]["name"] == vol.name  # --tenant names it
+    finally:
+        vol.remove(force=True)

@@ -251,14 +251,18 @@ def create_app(plane: ControlPlane) -> FastAPI:
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
     @app.get("/v1/gc")
-    def gc_dry_run(actor: Actor, tenant: str | None = None) -> dict[str, Any]:
-        """The orphans: engine objects with agentcell labels the store does not know."""
-        return _gc_json(plane.gc(apply=False, actor=actor, tenant=tenant))
+    def gc_dry_run(
+        actor: Actor, tenant: str | None = None, all_tenants: bool = False
+    ) -> dict[str, Any]:
+        """The orphans: engine objects with agentcell labels the store does not know.
+
+        Only tenants the store knows, unless ``tenant`` or ``all_tenants`` is given."""
+        return _gc_json(plane.gc(apply=False, actor=actor, tenant=tenant, all_tenants=all_tenants))
 
     @app.post("/v1/gc")
-    def gc(actor: Actor, tenant: str | None = None) -> dict[str, Any]:
+    def gc(actor: Actor, tenant: str | None = None, all_tenants: bool = False) -> dict[str, Any]:
         """Remove the orphans (of one tenant, if given); one audit record per removal."""
-        return _gc_json(plane.gc(apply=True, actor=actor, tenant=tenant))
+        return _gc_json(plane.gc(apply=True, actor=actor, tenant=tenant, all_tenants=all_tenants))
 
     @app.get("/v1/audit")
     def audit(
@@ -289,4 +293,5 @@ def _gc_json(result: GcResult) -> dict[str, Any]:
         "removed": [one(o) for o in result.removed],
         "kept": [one(o, why) for o, why in result.kept],
         "failed": [one(o, why) for o, why in result.failed],
+        "foreign": result.foreign,
     }

@@ -574,18 +574,32 @@ def gc(
         bool, typer.Option("--yes", help="remove the orphans (without it: only list them)")
     ] = False,
     tenant: Annotated[str | None, typer.Option(help="only this tenant's objects")] = None,
+    all_tenants: Annotated[
+        bool,
+        typer.Option(
+            "--all-tenants",
+            help="also tenants this control plane does not know (only where it alone "
+            "uses the engine)",
+        ),
+    ] = False,
     output: Annotated[str, typer.Option("-o", "--output", help="table | json")] = "table",
     url: UrlOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
     """List orphans: containers, networks, volumes with agentcell labels the store lacks.
 
-    A dry run; with --yes they are removed, one audit record per removal.
+    A dry run; with --yes they are removed, one audit record per removal. Only tenants
+    this control plane knows are looked at, unless --tenant or --all-tenants is given.
     """
+    params: dict[str, str] = {}
+    if tenant:
+        params["tenant"] = tenant
+    if all_tenants:
+        params["all_tenants"] = "true"
     try:
         with out.status("removing orphans" if yes else "looking for orphans"):
             result = _client(url, state_dir).request(
-                "POST" if yes else "GET", "/v1/gc", params={"tenant": tenant} if tenant else None
+                "POST" if yes else "GET", "/v1/gc", params=params or None
             )
     except AgentcellError as e:
         _fail(str(e))
@@ -607,6 +621,13 @@ def gc(
                 highlight=False,
                 soft_wrap=True,
             )
+    if result.get("foreign") and output != "json":
+        out.print(
+            f"left out: {result['foreign']} object(s) of tenants this control plane does not "
+            "know (another control plane's, or left by a lost store); --all-tenants includes "
+            "them",
+            highlight=False,
+        )
     if yes and result["failed"]:
         raise typer.Exit(1)
 

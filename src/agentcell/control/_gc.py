@@ -35,6 +35,8 @@ class GcResult:
     """Found, then not removed: why (its cell became known, the reconciler works on it)."""
     failed: list[tuple[Orphan, str]] = field(default_factory=list)
     """The engine refused to remove it: why."""
+    foreign: int = 0
+    """Objects of tenants the store does not know, left out (see ``collect_garbage``)."""
 
 
 def collect_garbage(
@@ -45,15 +47,26 @@ def collect_garbage(
     apply: bool,
     actor: str,
     tenant: str | None = None,
+    all_tenants: bool = False,
 ) -> GcResult:
     """The orphans (of ``tenant`` only, if given); with ``apply``, removed, with one audit
-    record per removal."""
+    record per removal.
+
+    Without ``tenant`` or ``all_tenants`` only tenants this store knows are looked at:
+    objects of other tenants look the same whether another control plane sharing the
+    engine owns them or a lost store left them, so they are only counted (``foreign``).
+    """
     with _LOCK:
         known = _known(store)
         objects = [o for o in driver.labelled_objects() if tenant is None or o.tenant == tenant]
+        foreign = 0
+        if tenant is None and not all_tenants:
+            mine = [o for o in objects if o.tenant in known[1]]
+            foreign = len(objects) - len(mine)
+            objects = mine
         orphans = find_orphans(objects, *known)
         if not apply or not orphans:
-            return GcResult(orphans, applied=apply)
+            return GcResult(orphans, applied=apply, foreign=foreign)
         by_object = {o.object: o for o in orphans}
         held: dict[CellKey, bool] = {}
 
@@ -71,6 +84,7 @@ def collect_garbage(
         result = GcResult(
             orphans,
             applied=True,
+            foreign=foreign,
             removed=[by_object[o] for o in outcome.removed],
             kept=[(by_object[o], why) for o, why in outcome.kept],
             failed=[(by_object[o], why) for o, why in outcome.failed],

@@ -270,10 +270,18 @@ class ControlPlane:
         self.store.delete_tenant(name)
         self.store.audit(AuditRecord(name, "", actor, "api", "allow", "tenant removed", {}))
 
-    def gc(self, *, apply: bool, actor: str, tenant: str | None = None) -> GcResult:
+    def gc(
+        self, *, apply: bool, actor: str, tenant: str | None = None, all_tenants: bool = False
+    ) -> GcResult:
         """Engine objects with agentcell labels the store does not know; removed if ``apply``."""
         return collect_garbage(
-            self.store, self.driver, self.reconciler, apply=apply, actor=actor, tenant=tenant
+            self.store,
+            self.driver,
+            self.reconciler,
+            apply=apply,
+            actor=actor,
+            tenant=tenant,
+            all_tenants=all_tenants,
         )
 
     # -- reading -------------------------------------------------------------------------------

@@ -256,7 +256,10 @@ class Reconciler:
 
     def _dispatch(self, action: Action, want: DesiredCell | None) -> None:
         if action.kind is ActionKind.REPORT_ORPHAN:
-            if action.key not in self._orphans_reported:
+            # Another control plane sharing the engine has cells of tenants this one does
+            # not know: those are not ours to report.
+            known = self.store.tenant(action.key[0]) is not None
+            if known and action.key not in self._orphans_reported:
                 self._orphans_reported.add(action.key)
                 self._audit(
                     *action.key, "lifecycle", "report", action.reason, {"action": "report-orphan"}
