@@ -650,7 +650,7 @@ class Reconciler:
     def _canary_one(self, key: CellKey) -> None:
         """Run the isolation canary; a breach puts the cell on the ladder (recreate)."""
         try:
-            decisions = self.driver.canary(key)
+            decisions = self.driver.canary(key, pool=self.config.subnet_pool)
         except AgentcellError as e:
             log.info("canary of %s/%s not run: %s", *key, e)
             return

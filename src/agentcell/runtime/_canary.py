@@ -82,8 +82,13 @@ def run_canary(
     strict_seccomp: bool = False,
     timeout: float = REACH_TIMEOUT,
     gate_timeout: float = GATE_TIMEOUT,
+    pool: str | None = None,
 ) -> list[Decision]:
     """Every check of one run on the cell ``key``; a denial is a check that failed.
+
+    ``pool`` (the cells' subnet pool) thins the host addresses tried: the firewall treats
+    every address inside it alike (one jump per source pool), so of those only the cell's
+    own gateway is tried; with 100 cells that is about 100 fewer connection attempts.
 
     Process decisions come first (one per process), then ``check_container``'s, then
     the reach decision, then the gate's when the cell has a gate (an egress container,
@@ -119,7 +124,11 @@ def run_canary(
     out += check_container(attrs, network=network, strict_seccomp=strict_seccomp)
 
     endpoint = ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}
-    targets = list(dict.fromkeys([*filter(None, [endpoint.get("Gateway")]), *host_addresses()]))
+    others = host_addresses()
+    if pool:
+        inside = ipaddress.ip_network(pool)
+        others = [a for a in others if ipaddress.ip_address(a) not in inside]
+    targets = list(dict.fromkeys([*filter(None, [endpoint.get("Gateway")]), *others]))
     env = (attrs.get("Config") or {}).get("Env") or []
     has_gate = any((c.get("Labels") or {}).get(LABEL_ROLE) == "egress" for c in found) or any(
         str(e).startswith("HTTP_PROXY=") for e in env

@@ -163,13 +163,13 @@ class DockerDriver:
         except NotFoundError:
             return None
 
-    def canary(self, key: CellKey) -> list[Decision]:
+    def canary(self, key: CellKey, *, pool: str | None = None) -> list[Decision]:
         """One isolation canary run on the cell, from inside it (see ``runtime._canary``).
 
         Each check is a Decision; a denial is a check that failed. Runs in about the reach
         timeout (0.5 s, mostly waiting), so run cells concurrently.
         """
-        return run_canary(self.client, key, strict_seccomp=bool(self.seccomp))
+        return run_canary(self.client, key, strict_seccomp=bool(self.seccomp), pool=pool)
 
     # -- acting ------------------------------------------------------------------------------
 
