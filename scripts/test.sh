@@ -14,6 +14,15 @@ lint() {
   $V/lint-imports
 }
 
+# Integration tests hold the engine lock exclusively: one of them restarts dockerd, and
+# side-by-side runs (each under `flock -s`) must not see that.
+ENGINE_LOCK=/tmp/agentcell-engine.lock
+
+integration() {
+  echo "== integration tests (real Docker Engine) =="
+  flock -x "$ENGINE_LOCK" bash -c "$(declare -f run_pytest); V=$V; run_pytest -m integration -q"
+}
+
 run_pytest() {
   local rc=0
   $V/pytest "$@" || rc=$?
@@ -27,13 +36,12 @@ run_pytest() {
 case "$what" in
   lint) lint ;;
   unit) echo "== unit tests =="; run_pytest -m "not integration" -q ;;
-  integration) echo "== integration tests (real Docker Engine) =="; run_pytest -m integration -q ;;
+  integration) integration ;;
   all)
     lint
     echo "== unit tests =="
     run_pytest -m "not integration" -q
-    echo "== integration tests (real Docker Engine) =="
-    run_pytest -m integration -q
+    integration
     ;;
   *) echo "usage: $0 [all|lint|unit|integration]" >&2; exit 2 ;;
 esac

@@ -32,6 +32,7 @@ from agentcell.plan import (
     ObservedContainer,
     Progress,
     allocate_subnet,
+    backoff,
     health_verdict,
     plan,
     settled,
@@ -93,6 +94,9 @@ class Reconciler:
         self._stuck: dict[CellKey, tuple[str, ...]] = {}
         self._threads: list[threading.Thread] = []
         self._subnet_lock = threading.Lock()
+        self._handed_out: set[str] = set()
+        self._repairs: dict[CellKey, tuple[int, float]] = {}
+        """Cells whose repair deploy failed: (failures in a row, earliest next try)."""
         self._followers: dict[CellKey, str] = {}
         self._followers_lock = threading.Lock()
 
@@ -138,10 +142,21 @@ class Reconciler:
                 self.wake()
 
     def allocate_subnet(self) -> str:
-        """A free subnet for a new cell: not used by any engine network nor any stored cell."""
+        """A free subnet for a new cell: not used by any engine network nor any stored cell.
+
+        One handed out stays taken until the store or the engine holds it: concurrent
+        applies store their cells after choosing, and must not choose the same one.
+        """
         with self._subnet_lock:
             used = self.driver.used_subnets() + self.store.subnets()
-            return allocate_subnet(self.config.subnet_pool, self.config.subnet_prefix, used)
+            self._handed_out -= set(used)
+            subnet = allocate_subnet(
+                self.config.subnet_pool,
+                self.config.subnet_prefix,
+                [*used, *self._handed_out],
+            )
+            self._handed_out.add(subnet)
+            return subnet
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -243,6 +258,14 @@ class Reconciler:
             changes["state"] = state
             if state != "unhealthy":
                 changes["reason"] = "agent healthy" if state == "healthy" else "agent running"
+            # Found so without an action of ours: adopted after a restart, or back by itself.
+            self._audit(
+                *key,
+                "lifecycle",
+                "allow",
+                f"observed {state}: {changes.get('reason', st.reason)}",
+                {"from": st.state, "to": state, "container": agent.id[:12]},
+            )
         if settled(
             st.rung,
             st.attempts,
@@ -268,6 +291,13 @@ class Reconciler:
         if action.kind is ActionKind.WAIT:
             self._wait_backoff(action)
             return
+        if action.kind is ActionKind.DEPLOY and action.key in self._repairs:
+            not_before = self._repairs[action.key][1]
+            if time.monotonic() < not_before:
+                timer = threading.Timer(not_before - time.monotonic() + 0.01, self.wake)
+                timer.daemon = True
+                timer.start()
+                return
         with self._busy_lock:
             if action.key in self._busy:
                 return
@@ -382,6 +412,12 @@ class Reconciler:
     def _deploy(self, action: Action, want: DesiredCell, details: dict[str, object]) -> None:
         key = action.key
         recreate = action.kind is ActionKind.RECREATE
+        # Restoring pieces of a generation that already ran (a sidecar or the network
+        # lost, the engine restarted) is a repair: its failure is not final.
+        repair = (
+            action.kind is ActionKind.DEPLOY
+            and self.store.status(key).observed_generation >= want.generation
+        )
         if self._firewall_error is not None:
             reason = f"step 'install host firewall' failed: {self._firewall_error}"
             self._fail(key, reason, failed_generation=want.generation)
@@ -413,10 +449,18 @@ class Reconciler:
         except DeployStepError as e:
             if recreate:  # a failed recovery is a rung climbed; the ladder decides what next
                 self.store.set_status(key, reason=f"recreate failed: {e}")
+            elif repair:  # this generation ran: not the spec's fault; try again, backing off
+                fails = self._repairs.get(key, (0, 0.0))[0] + 1
+                wait = backoff(fails)
+                self._repairs[key] = (fails, time.monotonic() + wait)
+                self.store.set_status(
+                    key, state="recovering", reason=f"{e}; trying again in {wait:g}s"
+                )
             else:
                 self._fail(key, str(e), failed_generation=want.generation)
             self._audit(*key, "lifecycle", "fail", str(e), {**details, "step": e.step})
             return
+        self._repairs.pop(key, None)
         attrs = self.driver.inspect_agent(key) or {}
         nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
         ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), "")

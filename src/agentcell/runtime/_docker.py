@@ -158,10 +158,13 @@ class DockerDriver:
         return found[0]
 
     def inspect_agent(self, key: CellKey) -> dict[str, Any] | None:
+        """The engine's inspect output of the cell's agent; None if it has none."""
         try:
             return dict(self.agent_container(key).attrs)
-        except NotFoundError:
+        except (NotFoundError, docker.errors.NotFound):
             return None
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
 
     def canary(self, key: CellKey, *, pool: str | None = None) -> list[Decision]:
         """One isolation canary run on the cell, from inside it (see ``runtime._canary``).
