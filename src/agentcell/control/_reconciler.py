@@ -34,6 +34,7 @@ from agentcell.plan import (
     allocate_subnet,
     backoff,
     health_verdict,
+    parse_pool,
     plan,
     settled,
 )
@@ -141,7 +142,14 @@ class Reconciler:
                 self._orphans_reported.discard(key)  # report it again should it come back
                 self.wake()
 
-    def allocate_subnet(self) -> str:
+    def allocate_egress_subnet(self) -> str:
+        """A free subnet for a tenant's egress network: room for a gate per cell of the
+        tenant (a /24, 253 gates, unless the pool or the cell size says otherwise)."""
+        pool = parse_pool(self.config.subnet_pool, self.config.subnet_prefix)
+        prefix = max(pool.prefixlen, min(24, self.config.subnet_prefix))
+        return self.allocate_subnet(prefix)
+
+    def allocate_subnet(self, prefix: int | None = None) -> str:
         """A free subnet for a new cell: not used by any engine network nor any stored cell.
 
         One handed out stays taken until the store or the engine holds it: concurrent
@@ -152,7 +160,7 @@ class Reconciler:
             self._handed_out -= set(used)
             subnet = allocate_subnet(
                 self.config.subnet_pool,
-                self.config.subnet_prefix,
+                prefix or self.config.subnet_prefix,
                 [*used, *self._handed_out],
             )
             self._handed_out.add(subnet)
@@ -441,7 +449,7 @@ class Reconciler:
                 step,
                 # A recreated agent is judged by the prober and the ladder, not rolled back.
                 ready if want.agent.spec.health and not recreate else None,
-                allocate=self.allocate_subnet,
+                allocate=self.allocate_egress_subnet,
                 gate_token=self.tokens.token(*key),
                 fresh=recreate,
                 resume=action.kind is ActionKind.RESUME,
