@@ -723,7 +723,7 @@ class Reconciler:
             self._audit(*key, "isolation", "allow", "canary passes again")
 
 
-SIDECAR_SECONDS = 5.0
+SIDECAR_SECONDS = 10.0
 """How often each running sidecar's liveness is probed."""
 SIDECAR_RETRIES = 3
 

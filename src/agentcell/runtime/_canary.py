@@ -236,8 +236,28 @@ def parse_if_inet6(text: str) -> list[str]:
     return out
 
 
+_ADDRESSES_TTL = 5.0
+_addresses: tuple[float, list[str]] = (-_ADDRESSES_TTL, [])
+_addresses_lock = threading.Lock()
+
+
 def host_addresses() -> list[str]:
-    """Every address of this host (its network namespace) but loopback, IPv4 first."""
+    """Every address of this host but loopback, IPv4 first; read at most every 5 s.
+
+    With a hundred cells the host holds a few hundred addresses and fib_trie is long;
+    canaries of many cells run close together and share one reading.
+    """
+    global _addresses
+    with _addresses_lock:
+        when, found = _addresses
+        if time.monotonic() - when < _ADDRESSES_TTL:
+            return list(found)
+        found = _read_host_addresses()
+        _addresses = (time.monotonic(), found)
+        return list(found)
+
+
+def _read_host_addresses() -> list[str]:
     found: list[str] = []
     for path, parse in (
         ("/proc/self/net/fib_trie", parse_fib_trie),
