@@ -70,7 +70,12 @@ def srv(tmp_path: Path, docker_client, tenant: str, hook: Hook) -> Iterator[Serv
         url=f"http://127.0.0.1:{port}",
         state_dir=tmp_path / "state",
         port=port,
-        extra_env={"AGENTCELL_WEBHOOK": hook.url, "AGENTCELL_CANARY_INTERVAL": "0"},
+        extra_env={
+            "AGENTCELL_WEBHOOK": hook.url,
+            "AGENTCELL_CANARY_INTERVAL": "0",
+            # No resync within a test: every recovery must come from the engine's events.
+            "AGENTCELL_RESYNC_INTERVAL": "3600",
+        },
     )
     s.state_dir.mkdir()
     s.start()
@@ -119,7 +124,7 @@ def agent_of(docker_client, tenant: str):  # type: ignore[no-untyped-def]
 def test_a_killed_agent_is_restarted_and_healthy_again(
     srv: Server, tenant: str, tmp_path: Path, docker_client
 ) -> None:  # type: ignore[no-untyped-def]
-    ref = deploy(srv, tenant, tmp_path, health=HEALTH)
+    ref = deploy(srv, tenant, tmp_path, health=HEALTH, restart={"maxRestarts": 100})
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy")
     srv.cli("exec", ref, "--", "sh", "-c", "echo kept > /workspace/data", check=True)
     before = agent_of(docker_client, tenant)
@@ -331,3 +336,31 @@ def test_a_gate_frozen_out_of_band_is_replaced(
         "the policy to be loaded into the new gate",
     )
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy again")
+
+
+def test_each_death_is_seen_from_the_engines_events_alone(
+    srv: Server, tenant: str, tmp_path: Path, docker_client
+) -> None:  # type: ignore[no-untyped-def]
+    # The engine sends "die" before its container list says the container stopped, and
+    # with a gate the events after it can all come too early as well: the server must
+    # look again by itself (this server never resyncs within the test).
+    ref = deploy(
+        srv,
+        tenant,
+        tmp_path,
+        egress={"allow": [{"host": "api.allowed.test"}]},
+        restart={"maxRestarts": 100, "window": "1s"},
+        health=None,  # no failing probe to notice it either
+    )
+    # Two deaths in a row, before the cell counts as well again (10 s up): the ladder's
+    # first two rungs, each started from the events alone.
+    for kill, step in ((1, "restart"), (2, "recreate")):
+        wait_for(lambda: state_is(srv, ref, "running"), 30, "the cell to run")
+        agents = {"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]}
+        docker_client.containers.list(filters=agents)[0].kill()
+        attempts = wait_for(
+            lambda kill=kill: len(a := cell(srv, ref)["recovery"]["attempts"]) == kill and a,  # type: ignore[misc]
+            30,
+            f"the {step} without a resync",
+        )
+        assert attempts[-1]["step"] == step  # type: ignore[index]

@@ -112,6 +112,14 @@ def serve(
             help="seconds between isolation canary runs per cell (0: off)",
         ),
     ] = 60.0,
+    resync_interval: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            envvar="AGENTCELL_RESYNC_INTERVAL",
+            help="seconds between full reconcile passes when no engine event arrives",
+        ),
+    ] = 30.0,
 ) -> None:
     """Run the control plane: REST API, reconciler, health probes and the isolation canary."""
     import logging
@@ -135,6 +143,7 @@ def serve(
                 iptables,
                 webhook=webhook,
                 canary_seconds=canary_interval,
+                resync_seconds=resync_interval,
             )
         )
     except AgentcellError as e:

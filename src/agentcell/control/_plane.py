@@ -42,6 +42,7 @@ class PlaneConfig:
     webhook: str | None = None
     """Where failed cells are announced (POST, JSON); None: the audit trail only."""
     canary_seconds: float = 60.0
+    resync_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class ControlPlane:
                 subnet_pool=config.subnet_pool,
                 subnet_prefix=config.subnet_prefix,
                 canary_seconds=config.canary_seconds,
+                resync_seconds=config.resync_seconds,
             ),
             GateTokens(config.state_dir),
             self.notifier,

@@ -538,10 +538,20 @@ class Reconciler:
                         or ev.get("Type") == "network"
                     ):
                         self.wake()
+                        if action in _DEATH_EVENTS:
+                            self._wake_again()
             except Exception:  # engine restarted or unreachable: retry with a pause
                 log.warning("engine event stream lost; reconnecting")
                 self.wake()
                 self._stop.wait(1.0)
+
+    def _wake_again(self) -> None:
+        """Wake the loop again shortly: the engine sends ``die`` before its container list
+        says the container stopped, and the events after it may all come too early."""
+        for delay in _SETTLE_WAKES:
+            timer = threading.Timer(delay, self.wake)
+            timer.daemon = True
+            timer.start()
 
     # -- egress decision records --------------------------------------------------------------
 
@@ -729,6 +739,10 @@ SIDECAR_RETRIES = 3
 
 _PROBED = ("running", "healthy", "unhealthy")
 """States whose agent the prober checks."""
+
+_DEATH_EVENTS = frozenset({"die", "oom", "kill", "stop"})
+_SETTLE_WAKES = (0.1, 0.5, 2.0)
+"""Seconds after a death event at which the loop looks again (see ``_wake_again``)."""
 
 _QUIET_EVENTS = frozenset({"exec_create", "exec_start", "exec_die", "exec_detach", "top"})
 
