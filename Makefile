@@ -41,6 +41,9 @@ bench: images
 	@$(VENV)/bin/python bench/deploy.py
 	@$(VENV)/bin/python bench/egress.py
 	@$(VENV)/bin/python bench/dockerproxy.py
+	@$(VENV)/bin/python bench/recovery.py
+	@$(VENV)/bin/python bench/idle.py
+	@$(VENV)/bin/python bench/canary.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
