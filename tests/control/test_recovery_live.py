@@ -232,8 +232,16 @@ def test_pausing_a_tenant_pauses_its_cells(
     wait_for(lambda: state_is(srv, ref, "paused"), 15, "the cell to be paused")
     refused = srv.cli("resume", ref)
     assert refused.returncode != 0 and "resume the tenant" in refused.stderr
+    # A cell deployed into a paused tenant is stored, and paused from the start.
+    (tmp_path / "b.yaml").write_text(spec_text(tenant, "b"))
+    later = srv.cli("deploy", "-f", str(tmp_path / "b.yaml"), check=True)
+    assert "paused" in later.stdout and "agentcell resume" in later.stdout
+    assert not docker_client.containers.list(
+        filters={"label": [f"agentcell.tenant={tenant}", "agentcell.cell=b"]}
+    )
     srv.cli("resume", tenant, check=True)
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to run again")
+    wait_for(lambda: state_is(srv, f"{tenant}/b", "healthy"), 30, "the later cell to start")
     missing = srv.cli("pause", "no-such-tenant")
     assert missing.returncode != 0 and "no tenant" in missing.stderr
 

@@ -243,6 +243,13 @@ def _wait_ready(client: Client, c: dict[str, Any], timeout: float) -> bool:
             ):
                 err.print(f"[red]✗[/red] {ref}: deploy failed: {st['reason']}", highlight=False)
                 return False
+            if st["state"] == "paused":
+                out.print(
+                    f"[magenta]‖[/magenta] {ref}: stored, and paused ({st['reason']}); "
+                    "it starts on agentcell resume",
+                    highlight=False,
+                )
+                return True
             policy = c.get("policy_digest") or ""
             loaded = st.get("policy_digest", "") == policy
             if st["state"] in _UP and current and loaded:
