@@ -38,7 +38,7 @@ from agentcell.plan import (
     plan,
     settled,
 )
-from agentcell.policy import SETUP_REASONS
+from agentcell.policy import CANARY_HOST, SETUP_REASONS
 from agentcell.runtime import DockerDriver, Firewall, probe, probe_sidecar
 
 __all__ = ["Reconciler", "ReconcilerConfig"]
@@ -570,7 +570,7 @@ class Reconciler:
             ).start()
 
     def _follow(self, key: CellKey, gate_id: str) -> None:
-        last = self.store.last_audit_time(key, "egress")
+        last = max(self.store.last_audit_time(key, k) for k in ("egress", "isolation"))
         try:
             for line in _lines(self.driver.gate_logs(key, since=int(last))):
                 record = _egress_record(line)
@@ -582,7 +582,7 @@ class Reconciler:
                         key[0],
                         key[1],
                         "egress-gate",
-                        "egress",
+                        record.kind,
                         record.decision,
                         record.reason,
                         record.details,
@@ -787,7 +787,10 @@ def _egress_record(line: str) -> AuditRecord | None:
     except (ValueError, KeyError, TypeError):
         return None
     details = {k: v for k, v in data.items() if k not in ("time", "decision", "reason")}
-    return AuditRecord("", "", "egress-gate", "egress", decision, reason, details, when)
+    # The isolation canary's own probe is filed with the canary's checks, not the agent's
+    # traffic (whoever sends it: it stays in the trail either way).
+    kind = "isolation" if details.get("host") == CANARY_HOST else "egress"
+    return AuditRecord("", "", "egress-gate", kind, decision, reason, details, when)
 
 
 class _HealthTracker:
