@@ -523,7 +523,8 @@ def _kill_switch(target: str, action: str, url: str | None, state_dir: Path | No
             highlight=False,
         )
     else:
-        out.print(f"{scope} {verb}: its cells start again", highlight=False)
+        again = "it starts again" if "/" in target else "its cells start again"
+        out.print(f"{scope} {verb}: {again}", highlight=False)
 
 
 @app.command()
