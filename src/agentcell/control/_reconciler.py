@@ -235,7 +235,7 @@ class Reconciler:
         if want.deleted:
             if have is None:
                 self.store.forget(key)
-                self._health.forget(key)
+                self._forget(key)
             return
         st = self.store.status(key)
         agent = have.agent if have else None
@@ -325,6 +325,14 @@ class Reconciler:
                 self.wake()
 
         self._pool.submit(run)
+
+    def _forget(self, key: CellKey) -> None:
+        """Drop what the loop and the prober keep of a cell that is gone."""
+        self._health.forget(key)
+        for memory in (self._canary_due, self._sidecar_due, self._stuck, self._repairs):
+            memory.pop(key, None)
+        with self._busy_lock:
+            self._finished.pop(key, None)
 
     def _wait_backoff(self, action: Action) -> None:
         """Recovery backs off: say so, and wake the loop when it may act."""
