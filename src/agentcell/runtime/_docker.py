@@ -280,16 +280,20 @@ class DockerDriver:
             previous = self.client.containers.list(
                 all=True, filters={"label": cell_labels(key, "agent")}, ignore_removed=True
             )
+            def start_until_ready(cid: str) -> None:
+                nonlocal current
+                current = "start container"
+                step(current)
+                self.client.api.start(cid)
+                self._wait_running(cid)
+                current = "wait until ready"
+                step(current)
+                self._wait_ready(cid, network, ready, self._ready_budget(want))
+
             keep = self._matching_agent(previous, want, network, stopped=resume)
             if keep is not None:
                 if resume:
-                    current = "start container"
-                    step(current)
-                    self.client.api.start(keep)
-                    self._wait_running(keep)
-                    current = "wait until ready"
-                    step(current)
-                    self._wait_ready(keep, network, ready, self._ready_budget(want))
+                    start_until_ready(keep)
                 self._drop_unwanted_gate(want)
                 return DeployOutcome(container_id=keep, policy_digest=digest)
 
@@ -337,14 +341,7 @@ class DockerDriver:
                         restart_previous = True
                         p.stop(timeout=_STOP_TIMEOUT)
 
-            current = "start container"
-            step(current)
-            self.client.api.start(cid)
-            self._wait_running(cid)
-
-            current = "wait until ready"
-            step(current)
-            self._wait_ready(cid, network, ready, self._ready_budget(want))
+            start_until_ready(cid)
 
             if previous:
                 current = "remove previous container"
