@@ -280,6 +280,7 @@ class DockerDriver:
             previous = self.client.containers.list(
                 all=True, filters={"label": cell_labels(key, "agent")}, ignore_removed=True
             )
+
             def start_until_ready(cid: str) -> None:
                 nonlocal current
                 current = "start container"
