@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agentcell.errors import AgentcellError
 from agentcell.policy._egress import IPAddress, IPNetwork
+from agentcell.policy._hostaddr import fib_trie_addresses, if_inet6_addresses
 
 __all__ = [
     "GateConfig",
@@ -165,36 +166,12 @@ def parse_listen(
 
 def parse_fib_trie(text: str) -> list[ipaddress.IPv4Address]:
     """This host's IPv4 addresses: the ``/32 host LOCAL`` leaves of ``/proc/net/fib_trie``."""
-    found: list[ipaddress.IPv4Address] = []
-    last: str | None = None
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("|--"):
-            last = stripped[3:].strip()
-        elif stripped.startswith("/32 host LOCAL") and last is not None:
-            try:
-                address = ipaddress.IPv4Address(last)
-            except ValueError:
-                continue
-            if address not in found:
-                found.append(address)
-    return found
+    return fib_trie_addresses(text)
 
 
 def parse_if_inet6(text: str) -> list[ipaddress.IPv6Address]:
-    """This host's IPv6 addresses from ``/proc/net/if_inet6`` (32 hex digits per line)."""
-    found: list[ipaddress.IPv6Address] = []
-    for line in text.splitlines():
-        fields = line.split()
-        if not fields or len(fields[0]) != 32:
-            continue
-        try:
-            address = ipaddress.IPv6Address(int(fields[0], 16))
-        except ValueError:
-            continue
-        if address not in found:
-            found.append(address)
-    return found
+    """This host's IPv6 addresses from ``/proc/net/if_inet6``, every scope."""
+    return if_inet6_addresses(text)
 
 
 def local_addresses(proc: Path = Path("/proc/net")) -> list[IPAddress]:

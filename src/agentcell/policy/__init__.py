@@ -118,6 +118,7 @@ from agentcell.policy._hardening import (
     gate_address,
     gate_body,
 )
+from agentcell.policy._hostaddr import fib_trie_addresses, if_inet6_addresses
 from agentcell.policy._seccomp import DENIED_SYSCALLS, profile_allows, stricter_seccomp
 
 __all__ = [
@@ -208,6 +209,7 @@ __all__ = [
     "docker_proxy_body",
     "encode_engine_json",
     "error_body",
+    "fib_trie_addresses",
     "filter_event",
     "filter_list",
     "fold_key",
@@ -217,6 +219,7 @@ __all__ = [
     "harden_exec",
     "harden_exec_start",
     "harden_volume",
+    "if_inet6_addresses",
     "judge_gate",
     "judge_process",
     "judge_reach",

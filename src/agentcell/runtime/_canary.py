@@ -49,7 +49,9 @@ from agentcell.policy import (
     ProbeOutcome,
     canary_request,
     check_container,
+    fib_trie_addresses,
     gate_address,
+    if_inet6_addresses,
     judge_gate,
     judge_process,
     judge_reach,
@@ -209,33 +211,6 @@ def _cgroup_pids(cid: str, pid: int) -> list[int] | None:
 
 # --- host addresses ------------------------------------------------------------------------------
 
-_TRIE_ADDRESS = re.compile(r"\s*\|-- ([0-9.]+)\s*$")
-
-
-def parse_fib_trie(text: str) -> list[str]:
-    """The IPv4 addresses ``/proc/net/fib_trie`` lists as this host's own (``/32 host LOCAL``)."""
-    out: list[str] = []
-    current = ""
-    for line in text.splitlines():
-        m = _TRIE_ADDRESS.match(line)
-        if m:
-            current = m.group(1)
-        elif current and line.split() == ["/32", "host", "LOCAL"]:
-            out.append(current)
-    return out
-
-
-def parse_if_inet6(text: str) -> list[str]:
-    """The global-scope IPv6 addresses ``/proc/net/if_inet6`` lists."""
-    out: list[str] = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[3] == "00" and len(fields[0]) == 32:
-            with contextlib.suppress(ValueError):
-                out.append(str(ipaddress.IPv6Address(int(fields[0], 16))))
-    return out
-
-
 _ADDRESSES_TTL = 5.0
 _addresses: tuple[float, list[str]] = (-_ADDRESSES_TTL, [])
 _addresses_lock = threading.Lock()
@@ -258,17 +233,15 @@ def host_addresses() -> list[str]:
 
 
 def _read_host_addresses() -> list[str]:
-    found: list[str] = []
-    for path, parse in (
-        ("/proc/self/net/fib_trie", parse_fib_trie),
-        ("/proc/self/net/if_inet6", parse_if_inet6),
-    ):
+    texts = []
+    for path in ("/proc/self/net/fib_trie", "/proc/self/net/if_inet6"):
         try:
             with open(path, encoding="ascii", errors="replace") as f:
-                found += parse(f.read())
+                texts.append(f.read())
         except OSError:
-            continue
-    return [a for a in dict.fromkeys(found) if not ipaddress.ip_address(a).is_loopback]
+            texts.append("")
+    v4 = [a for a in fib_trie_addresses(texts[0]) if not a.is_loopback]
+    return [str(a) for a in (*v4, *if_inet6_addresses(texts[1], global_scope=True))]
 
 
 # --- the network namespace -----------------------------------------------------------------------

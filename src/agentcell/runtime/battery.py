@@ -27,6 +27,7 @@ from importlib import resources
 from types import TracebackType
 from typing import Any, Final, Protocol
 
+from agentcell.policy import fib_trie_addresses, if_inet6_addresses
 from agentcell.runtime.incell.battery_a import CHECK_IDS
 
 __all__ = [
@@ -95,19 +96,8 @@ def _addresses_from_ip_json(data: Any) -> list[str]:
 def _addresses_from_proc(fib_trie: str, if_inet6: str) -> list[str]:
     """The same from /proc, for hosts without iproute2: LOCAL entries of the IPv4 FIB
     and global-scope rows of /proc/net/if_inet6."""
-    found: list[str] = []
-    last = None
-    for line in fib_trie.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("|--"):
-            last = stripped[3:].strip()
-        elif "/32 host LOCAL" in stripped and last:
-            found.append(last)
-    for line in if_inet6.splitlines():
-        fields = line.split()
-        if len(fields) >= 6 and int(fields[3], 16) == 0:
-            found.append(str(ipaddress.IPv6Address(bytes.fromhex(fields[0]))))
-    return list(dict.fromkeys(found))
+    found = [*fib_trie_addresses(fib_trie), *if_inet6_addresses(if_inet6, global_scope=True)]
+    return [str(a) for a in found]
 
 
 def host_addresses() -> list[str]:
