@@ -127,13 +127,15 @@ def serve(
     import uvicorn
 
     from agentcell.api import create_app
-    from agentcell.control import ControlPlane, PlaneConfig
+    from agentcell.control import ControlPlane, PlaneConfig, check_webhook
     from agentcell.plan import parse_pool
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     directory = state_dir or default_state_dir()
     try:
         parse_pool(subnet_pool, subnet_size)
+        if webhook:
+            check_webhook(webhook)  # before the state directory is made
         plane = ControlPlane(
             PlaneConfig(
                 directory,

@@ -2,6 +2,7 @@
 
 from agentcell.control._auth import TOKEN_FILE, GateTokens, check_token, ensure_admin_token
 from agentcell.control._gc import GcResult
+from agentcell.control._notify import check_webhook
 from agentcell.control._plane import ApplyResult, ControlPlane, PlaneConfig
 from agentcell.control._reconciler import Reconciler, ReconcilerConfig
 from agentcell.control._store import AuditRecord, CellStatus, Store
@@ -19,5 +20,6 @@ __all__ = [
     "ReconcilerConfig",
     "Store",
     "check_token",
+    "check_webhook",
     "ensure_admin_token",
 ]
