@@ -21,7 +21,7 @@ from agentcell.errors import (
     SpecError,
     SpecIssue,
 )
-from agentcell.plan import CellKey, check_quota, compile_egress, spec_hash
+from agentcell.plan import CellKey, DesiredCell, check_quota, compile_egress, spec_hash
 from agentcell.policy import PolicyError, check_container
 from agentcell.runtime import DockerDriver, Firewall, cell_seccomp_profile
 from agentcell.spec import Agent, Tenant, load_text
@@ -292,14 +292,14 @@ class ControlPlane:
         out = []
         for key, want in sorted(self.store.desired().items()):
             if tenant is None or key[0] == tenant:
-                out.append(self._summary(key, want.agent, want.generation, want.created))
+                out.append(self._summary(want))
         return out
 
     def cell(self, key: CellKey) -> dict[str, Any]:
         want = self.store.cell(key)
         if want is None:
             raise NotFoundError(f"no cell {key[0]}/{key[1]}")
-        out = self._summary(key, want.agent, want.generation, want.created)
+        out = self._summary(want)
         out["spec"] = want.agent.model_dump(mode="json", by_alias=True)
         out["subnet"] = want.subnet
         attrs = self.driver.inspect_agent(key)
@@ -356,12 +356,10 @@ class ControlPlane:
         out["attempts"] = [{"time": a.time, "step": a.step} for a in st.attempts]
         return out
 
-    def _summary(
-        self, key: CellKey, agent: Agent, generation: int, created: float
-    ) -> dict[str, Any]:
+    def _summary(self, want: DesiredCell) -> dict[str, Any]:
+        key, agent, generation, created = want.key, want.agent, want.generation, want.created
         st = self.store.status(key)
-        want = self.store.desired().get(key)
-        want_paused = bool(want and want.paused)
+        want_paused = want.paused
         r = agent.spec.resources
         return {
             "tenant": key[0],
