@@ -783,9 +783,11 @@ def test_no_descriptor_or_thread_leaks_after_many_connections(
             s.close()  # abortive close (RST) mid-tunnel
 
     def settled() -> bool:
+        # At most the baseline: on a loaded machine the baseline can still hold the socket
+        # of an earlier connection that the gate closes a moment later.
         return (
-            loaded.fds("socket:") == baseline_sockets
-            and loaded.fds() - loaded.fds("pipe:") == baseline_others
+            loaded.fds("socket:") <= baseline_sockets
+            and loaded.fds() - loaded.fds("pipe:") <= baseline_others
             and loaded.status("Threads") == idle_threads
         )
 
