@@ -3,7 +3,10 @@
 AgentcellError                 base: every error agentcell raises on purpose
 ├── SpecError                  a spec file or document is invalid (file, document, line, field)
 ├── ConflictError              the request contradicts stored state (quota, subnet pool)
-├── NotFoundError              a tenant or cell that does not exist
+├── NotFoundError              a tenant or cell that does not exist (or not the caller's)
+├── UnauthorizedError          no valid token was presented
+│   └── RateLimitedError       too many failed authentications from one client
+├── ForbiddenError             the caller's token may not do this (admin only)
 ├── RuntimeDriverError         the Docker Engine refused or failed a step
 │   └── DeployStepError        one named step of a deploy failed (rolled back)
 ├── FirewallError              host firewall rules could not be installed or checked
@@ -22,12 +25,15 @@ __all__ = [
     "ConflictError",
     "DeployStepError",
     "FirewallError",
+    "ForbiddenError",
     "ImageBuildError",
     "NotFoundError",
+    "RateLimitedError",
     "RuntimeDriverError",
     "SpecError",
     "SpecIssue",
     "StoreError",
+    "UnauthorizedError",
 ]
 
 from dataclasses import dataclass
@@ -69,6 +75,25 @@ class ConflictError(AgentcellError):
 
 class NotFoundError(AgentcellError):
     """A tenant or cell that does not exist."""
+
+
+class UnauthorizedError(AgentcellError):
+    """No valid token was presented; the message is a fixed phrase."""
+
+
+class RateLimitedError(UnauthorizedError):
+    """Too many failed authentications from one client; try again after ``retry_after`` s."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(
+            f"too many failed authentications from this client; try again in "
+            f"{max(1, round(retry_after))} s"
+        )
+
+
+class ForbiddenError(AgentcellError):
+    """The caller is known, but its token may not do this (an admin-only operation)."""
 
 
 class RuntimeDriverError(AgentcellError):

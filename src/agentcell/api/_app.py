@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from agentcell import __version__
-from agentcell.control import AuditRecord, ControlPlane, GcResult, check_token
+from agentcell.control import AuditRecord, ControlPlane, GcResult
 from agentcell.errors import (
     AgentcellError,
     ConflictError,
+    ForbiddenError,
     NotFoundError,
+    RateLimitedError,
     RuntimeDriverError,
     SpecError,
     StoreError,
+    UnauthorizedError,
 )
 from agentcell.plan import Orphan
-from agentcell.spec import json_schema
+from agentcell.policy import Principal, sees
+from agentcell.spec import Name, json_schema
 
 __all__ = ["create_app"]
 
@@ -36,37 +41,72 @@ class ExecRequest(BaseModel):
     command: list[str] = Field(min_length=1)
 
 
-def auth(request: Request) -> str:
-    """The caller's identity, or 401 (and an audit record) without a valid token."""
+class TenantCreate(BaseModel):
+    name: Name
+
+
+def auth(request: Request) -> Principal:
+    """The caller, or 401 (and an audit record) without a valid token; 429 while limited."""
     plane: ControlPlane = request.app.state.plane
-    refused = check_token(request.headers.get("authorization"), plane.token)
-    if refused is not None:
-        client = request.client.host if request.client else "?"
-        plane.store.audit(
-            AuditRecord(
-                "",
-                "",
-                f"client {client}",
-                "auth",
-                "deny",
-                refused,
-                {"method": request.method, "path": request.url.path},
-            )
+    client = request.client.host if request.client else "?"
+    try:
+        return plane.auth.check(
+            request.headers.get("authorization"),
+            client,
+            {"method": request.method, "path": request.url.path},
         )
+    except RateLimitedError as e:
+        raise HTTPException(
+            429,
+            detail={"error": "rate limited", "reason": str(e)},
+            headers={"Retry-After": str(math.ceil(e.retry_after))},
+        ) from None
+    except UnauthorizedError as e:
         raise HTTPException(
             401,
             detail={
                 "error": "unauthorized",
-                "reason": refused,
-                "hint": "send 'Authorization: Bearer <token>'; the admin token is in the "
-                "state directory",
+                "reason": str(e),
+                "hint": "send 'Authorization: Bearer <token>': the admin token is in the "
+                "state directory, a tenant token comes from 'agentcell tenant create'",
             },
             headers={"WWW-Authenticate": "Bearer"},
+        ) from None
+
+
+Caller = Annotated[Principal, Depends(auth)]
+
+
+def visible_cell(caller: Principal, tenant: str, name: str) -> tuple[str, str]:
+    """The cell's key; another tenant's cell is as missing as one that does not exist."""
+    if not sees(caller, tenant):
+        raise NotFoundError(f"no cell {tenant}/{name}")
+    return tenant, name
+
+
+def visible_tenant(caller: Principal, tenant: str) -> str:
+    if not sees(caller, tenant):
+        raise NotFoundError(f"no tenant {tenant!r}")
+    return tenant
+
+
+def admin_only(caller: Principal, what: str) -> None:
+    if not caller.is_admin:
+        raise ForbiddenError(
+            f"{what} needs the admin token; a tenant token acts on its own tenant's cells only"
         )
-    return "admin"
 
 
-Actor = Annotated[str, Depends(auth)]
+def scoped_tenant(caller: Principal, tenant: str | None) -> str | None:
+    """The tenant filter of a listing: a tenant token always lists its own tenant only."""
+    if caller.tenant is None:
+        return tenant
+    if tenant is not None and tenant != caller.tenant:
+        return _NOBODY
+    return caller.tenant
+
+
+_NOBODY = "-"  # no tenant has this name: Name never starts with '-'
 
 
 def create_app(plane: ControlPlane) -> FastAPI:
@@ -91,14 +131,10 @@ def create_app(plane: ControlPlane) -> FastAPI:
                     "issues": [i.__dict__ for i in exc.issues],
                 },
             )
-        status = {
-            NotFoundError: 404,
-            ConflictError: 409,
-            RuntimeDriverError: 502,
-            StoreError: 503,
-        }.get(type(exc), 500)
+        status = 500
         for cls, code in (
             (NotFoundError, 404),
+            (ForbiddenError, 403),
             (ConflictError, 409),
             (RuntimeDriverError, 502),
             (StoreError, 503),
@@ -117,82 +153,145 @@ def create_app(plane: ControlPlane) -> FastAPI:
     def schema() -> dict[str, Any]:
         return json_schema()
 
+    @app.get("/v1/whoami")
+    def whoami(caller: Caller) -> dict[str, Any]:
+        """Who the presented token is: the admin, or which tenant (and token id)."""
+        return {"admin": caller.is_admin, "tenant": caller.tenant, "token_id": caller.token_id}
+
     @app.post("/v1/apply")
-    def apply(body: ApplyRequest, actor: Actor) -> dict[str, Any]:
-        result = plane.apply(body.yaml, body.source, actor)
+    def apply(body: ApplyRequest, caller: Caller) -> dict[str, Any]:
+        result = plane.apply(body.yaml, body.source, caller.actor, scope=caller.tenant)
         return {"tenants": result.tenants, "cells": result.cells}
 
     @app.get("/v1/tenants")
-    def tenants(_: Actor) -> list[dict[str, Any]]:
-        return [t.model_dump(mode="json", by_alias=True) for t in plane.store.tenants()]
+    def tenants(caller: Caller) -> list[dict[str, Any]]:
+        return [
+            t.model_dump(mode="json", by_alias=True)
+            for t in plane.store.tenants()
+            if sees(caller, t.metadata.name)
+        ]
+
+    @app.post("/v1/tenants", status_code=201)
+    def create_tenant(body: TenantCreate, caller: Caller) -> dict[str, Any]:
+        """A new tenant and its first token. The token is in this answer and nowhere else."""
+        admin_only(caller, "creating a tenant")
+        issued = plane.create_tenant(body.name, caller.actor)
+        return {"tenant": issued.tenant, "token_id": issued.id, "token": issued.token}
 
     @app.delete("/v1/tenants/{tenant}", status_code=204)
-    def delete_tenant(tenant: str, actor: Actor) -> None:
-        plane.remove_tenant(tenant, actor)
+    def delete_tenant(tenant: str, caller: Caller) -> None:
+        visible_tenant(caller, tenant)
+        admin_only(caller, "removing a tenant")
+        plane.remove_tenant(tenant, caller.actor)
+
+    @app.get("/v1/tenants/{tenant}/export", response_class=PlainTextResponse)
+    def export(tenant: str, caller: Caller) -> PlainTextResponse:
+        """The tenant's spec and its agents' specs as YAML; never a secret value."""
+        text = plane.export(visible_tenant(caller, tenant))
+        return PlainTextResponse(text, media_type="application/yaml")
+
+    @app.get("/v1/tenants/{tenant}/tokens")
+    def tokens(tenant: str, caller: Caller) -> list[dict[str, Any]]:
+        """The tenant's tokens by id and creation time (revoked ones too); never a secret."""
+        visible_tenant(caller, tenant)
+        if plane.store.tenant(tenant) is None:
+            raise NotFoundError(f"no tenant {tenant!r}")
+        return plane.tokens.list(tenant)
+
+    @app.post("/v1/tenants/{tenant}/tokens", status_code=201)
+    def issue_token(tenant: str, caller: Caller) -> dict[str, Any]:
+        visible_tenant(caller, tenant)
+        if plane.store.tenant(tenant) is None:
+            raise NotFoundError(f"no tenant {tenant!r}")
+        issued = plane.tokens.issue(tenant, caller.actor)
+        return {"tenant": tenant, "token_id": issued.id, "token": issued.token}
+
+    @app.post("/v1/tenants/{tenant}/tokens/{token_id}/rotate", status_code=201)
+    def rotate_token(tenant: str, token_id: str, caller: Caller) -> dict[str, Any]:
+        """A new token replaces this one, which stops working at once."""
+        issued = plane.tokens.rotate(visible_tenant(caller, tenant), token_id, caller.actor)
+        return {
+            "tenant": tenant,
+            "token_id": issued.id,
+            "token": issued.token,
+            "replaces": token_id,
+        }
+
+    @app.delete("/v1/tenants/{tenant}/tokens/{token_id}")
+    def revoke_token(tenant: str, token_id: str, caller: Caller) -> dict[str, Any]:
+        revoked = plane.tokens.revoke(visible_tenant(caller, tenant), token_id, caller.actor)
+        return {"token_id": token_id, "revoked": revoked}
 
     @app.get("/v1/cells")
-    def cells(_: Actor, tenant: str | None = None) -> list[dict[str, Any]]:
-        return plane.cells(tenant)
+    def cells(caller: Caller, tenant: str | None = None) -> list[dict[str, Any]]:
+        return plane.cells(scoped_tenant(caller, tenant))
 
     @app.get("/v1/cells/{tenant}/{name}")
-    def cell(tenant: str, name: str, _: Actor) -> dict[str, Any]:
-        return plane.cell((tenant, name))
+    def cell(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
+        return plane.cell(visible_cell(caller, tenant, name))
 
     @app.post("/v1/cells/{tenant}/{name}/pause")
-    def pause_cell(tenant: str, name: str, actor: Actor) -> dict[str, Any]:
+    def pause_cell(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
         """Kill switch: the agent is killed at once, its sidecars stopped, recovery suspended."""
-        changed = plane.pause((tenant, name), paused=True, actor=actor)
+        key = visible_cell(caller, tenant, name)
+        changed = plane.pause(key, paused=True, actor=caller.actor)
         return {"cells": [name], "changed": changed}
 
     @app.post("/v1/cells/{tenant}/{name}/resume")
-    def resume_cell(tenant: str, name: str, actor: Actor) -> dict[str, Any]:
-        changed = plane.pause((tenant, name), paused=False, actor=actor)
+    def resume_cell(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
+        key = visible_cell(caller, tenant, name)
+        changed = plane.pause(key, paused=False, actor=caller.actor)
         return {"cells": [name], "changed": changed}
 
     @app.post("/v1/tenants/{tenant}/pause")
-    def pause_tenant(tenant: str, actor: Actor) -> dict[str, Any]:
+    def pause_tenant(tenant: str, caller: Caller) -> dict[str, Any]:
         """Kill switch for every cell of the tenant, including cells deployed while paused."""
-        return {"cells": plane.pause_tenant(tenant, paused=True, actor=actor)}
+        name = visible_tenant(caller, tenant)
+        return {"cells": plane.pause_tenant(name, paused=True, actor=caller.actor)}
 
     @app.post("/v1/tenants/{tenant}/resume")
-    def resume_tenant(tenant: str, actor: Actor) -> dict[str, Any]:
-        return {"cells": plane.pause_tenant(tenant, paused=False, actor=actor)}
+    def resume_tenant(tenant: str, caller: Caller) -> dict[str, Any]:
+        name = visible_tenant(caller, tenant)
+        return {"cells": plane.pause_tenant(name, paused=False, actor=caller.actor)}
 
     @app.get("/v1/cells/{tenant}/{name}/wait")
     def wait(
         tenant: str,
         name: str,
-        _: Actor,
+        caller: Caller,
         after: Annotated[int, Query(ge=0)] = 0,
         timeout: Annotated[float, Query(gt=0, le=60)] = 30,
     ) -> dict[str, Any]:
         """Long poll: returns when the cell's status version passes ``after``, or at timeout."""
-        st = plane.wait((tenant, name), after, timeout)
-        gone = plane.store.cell((tenant, name)) is None
+        key = visible_cell(caller, tenant, name)
+        st = plane.wait(key, after, timeout)
+        gone = plane.store.cell(key) is None
         return {**plane.status_view(st), "gone": gone}
 
     @app.delete("/v1/cells/{tenant}/{name}", status_code=202)
     def delete_cell(
-        tenant: str, name: str, actor: Actor, keep_workspace: bool = False
+        tenant: str, name: str, caller: Caller, keep_workspace: bool = False
     ) -> dict[str, str]:
-        plane.remove((tenant, name), keep_workspace=keep_workspace, actor=actor)
+        key = visible_cell(caller, tenant, name)
+        plane.remove(key, keep_workspace=keep_workspace, actor=caller.actor)
         return {"status": "removing"}
 
     @app.get("/v1/cells/{tenant}/{name}/logs")
     def logs(
         tenant: str,
         name: str,
-        _: Actor,
+        caller: Caller,
         follow: bool = False,
         tail: Annotated[int | None, Query(ge=0)] = None,
     ) -> StreamingResponse:
-        chunks = plane.logs((tenant, name), follow=follow, tail=tail)
+        chunks = plane.logs(visible_cell(caller, tenant, name), follow=follow, tail=tail)
         return StreamingResponse(chunks, media_type="application/octet-stream")
 
     @app.post("/v1/cells/{tenant}/{name}/exec")
-    def exec_(tenant: str, name: str, body: ExecRequest, actor: Actor) -> StreamingResponse:
+    def exec_(tenant: str, name: str, body: ExecRequest, caller: Caller) -> StreamingResponse:
         """Runs a command as the agent's user; NDJSON lines of output, then the exit code."""
-        exec_id, chunks = plane.exec((tenant, name), body.command, actor)
+        key = visible_cell(caller, tenant, name)
+        exec_id, chunks = plane.exec(key, body.command, caller.actor)
 
         def lines() -> Iterator[bytes]:
             for fd, data in chunks:
@@ -204,21 +303,21 @@ def create_app(plane: ControlPlane) -> FastAPI:
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.post("/v1/cells/{tenant}/{name}/verify")
-    def verify(tenant: str, name: str, actor: Actor) -> dict[str, Any]:
-        results = plane.verify((tenant, name), actor)
+    def verify(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
+        results = plane.verify(visible_cell(caller, tenant, name), caller.actor)
         return {"ok": all(r.ok for r in results), "checks": [r.__dict__ for r in results]}
 
     @app.get("/v1/cells/{tenant}/{name}/egress", response_model=None)
     def egress_log(
         tenant: str,
         name: str,
-        _: Actor,
+        caller: Caller,
         denied: bool = False,
         follow: bool = False,
         limit: Annotated[int, Query(ge=1, le=10000)] = 100,
     ) -> list[dict[str, Any]] | StreamingResponse:
         """The gate's decision records for one cell; ``follow`` streams NDJSON as they come."""
-        plane.cell((tenant, name))  # 404 for an unknown cell
+        plane.cell(visible_cell(caller, tenant, name))  # 404 for an unknown cell
 
         def records(after_id: int, count: int) -> list[AuditRecord]:
             return plane.store.audit_records(
@@ -252,29 +351,38 @@ def create_app(plane: ControlPlane) -> FastAPI:
 
     @app.get("/v1/gc")
     def gc_dry_run(
-        actor: Actor, tenant: str | None = None, all_tenants: bool = False
+        caller: Caller, tenant: str | None = None, all_tenants: bool = False
     ) -> dict[str, Any]:
         """The orphans: engine objects with agentcell labels the store does not know.
 
         Only tenants the store knows, unless ``tenant`` or ``all_tenants`` is given."""
-        return _gc_json(plane.gc(apply=False, actor=actor, tenant=tenant, all_tenants=all_tenants))
+        admin_only(caller, "gc")
+        return _gc_json(
+            plane.gc(apply=False, actor=caller.actor, tenant=tenant, all_tenants=all_tenants)
+        )
 
     @app.post("/v1/gc")
-    def gc(actor: Actor, tenant: str | None = None, all_tenants: bool = False) -> dict[str, Any]:
+    def gc(caller: Caller, tenant: str | None = None, all_tenants: bool = False) -> dict[str, Any]:
         """Remove the orphans (of one tenant, if given); one audit record per removal."""
-        return _gc_json(plane.gc(apply=True, actor=actor, tenant=tenant, all_tenants=all_tenants))
+        admin_only(caller, "gc")
+        return _gc_json(
+            plane.gc(apply=True, actor=caller.actor, tenant=tenant, all_tenants=all_tenants)
+        )
 
     @app.get("/v1/audit")
     def audit(
-        _: Actor,
+        caller: Caller,
         tenant: str | None = None,
         cell: str | None = None,
         kind: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 100,
     ) -> list[dict[str, Any]]:
+        """Audit records, newest last; a tenant token sees its own tenant's records only."""
         return [
             r.__dict__
-            for r in plane.store.audit_records(tenant=tenant, cell=cell, kind=kind, limit=limit)
+            for r in plane.store.audit_records(
+                tenant=scoped_tenant(caller, tenant), cell=cell, kind=kind, limit=limit
+            )
         ]
 
     return app

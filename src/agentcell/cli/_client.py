@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import platformdirs
 
+from agentcell.cli._config import config_path, load_config
 from agentcell.errors import ClientError
 
 __all__ = ["DEFAULT_URL", "Client", "default_state_dir"]
@@ -23,13 +24,21 @@ def default_state_dir() -> Path:
 
 
 class Client:
+    """Talks to the control plane. The token is the first of: ``token`` (the ``--token``
+    flag), ``$AGENTCELL_TOKEN``, the config file's ``token``, the admin token in the state
+    directory. The URL likewise: ``url``, ``$AGENTCELL_URL``, the config's, the default."""
+
     def __init__(
         self, url: str | None = None, token: str | None = None, state_dir: Path | None = None
     ) -> None:
-        self.url = (url or os.environ.get("AGENTCELL_URL") or DEFAULT_URL).rstrip("/")
+        config = load_config()
+        self.url = (
+            url or os.environ.get("AGENTCELL_URL") or config.get("url") or DEFAULT_URL
+        ).rstrip("/")
         self.token = (
             token
             or os.environ.get("AGENTCELL_TOKEN")
+            or config.get("token")
             or self._read_token(state_dir or default_state_dir())
         )
         self.http = httpx.Client(
@@ -45,8 +54,10 @@ class Client:
             return path.read_text().strip()
         except FileNotFoundError:
             raise ClientError(
-                f"no token: {path} does not exist. Start the control plane (agentcell serve) "
-                "once to create it, or set AGENTCELL_TOKEN / --state-dir"
+                f"no token: none given with --token, AGENTCELL_TOKEN or in {config_path()}, "
+                f"and the admin token {path} does not exist. Start the control plane "
+                "(agentcell serve) once to create it, log in with a tenant token "
+                "(agentcell login), or set --state-dir"
             ) from None
         except PermissionError:
             raise ClientError(
@@ -107,5 +118,9 @@ class Client:
                 )
             else:
                 msg = str(detail)
-            raise ClientError(f"{msg}" if r.status_code != 401 else f"unauthorized: {msg}")
+            if r.status_code == 401:
+                msg = f"unauthorized: {msg}"
+            elif r.status_code == 403:
+                msg = f"forbidden: {msg}"
+            raise ClientError(msg)
         return body

@@ -60,8 +60,28 @@ def _cell(ref: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+_TOKEN: dict[str, str | None] = {"token": None}
+
+
+@app.callback()
+def _root(
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="AGENTCELL_TOKEN",
+            help="API token (admin or tenant); else the config file's "
+            "(agentcell login), else the admin token in the state directory",
+            show_envvar=True,
+        ),
+    ] = None,
+) -> None:
+    """Run AI agents, and the code they execute, in hardened Docker cells."""
+    _TOKEN["token"] = token
+
+
 def _client(url: str | None, state_dir: Path | None) -> Client:
-    return Client(url=url, state_dir=state_dir)
+    return Client(url=url, token=_TOKEN["token"], state_dir=state_dir)
 
 
 def _age(since: float) -> str:
@@ -812,6 +832,10 @@ def images_build(
         out.print(f"{r.name}: built in {r.seconds:.1f}s ({r.image_id[7:19]})")
     if not built:
         out.print(f"images: all {len(results)} up to date")
+
+
+# The commands kept in their own modules register themselves on ``app``.
+from agentcell.cli import _tenant_cmds  # noqa: E402, F401
 
 
 def main() -> None:

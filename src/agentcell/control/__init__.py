@@ -1,6 +1,13 @@
 """The control plane: store, reconciler, health probes, audit, tokens."""
 
-from agentcell.control._auth import TOKEN_FILE, GateTokens, check_token, ensure_admin_token
+from agentcell.control._auth import (
+    TOKEN_FILE,
+    Authenticator,
+    GateTokens,
+    IssuedToken,
+    TenantTokens,
+    ensure_admin_token,
+)
 from agentcell.control._gc import GcResult
 from agentcell.control._notify import check_webhook
 from agentcell.control._plane import ApplyResult, ControlPlane, PlaneConfig
@@ -11,15 +18,17 @@ __all__ = [
     "TOKEN_FILE",
     "ApplyResult",
     "AuditRecord",
+    "Authenticator",
     "CellStatus",
     "ControlPlane",
     "GateTokens",
     "GcResult",
+    "IssuedToken",
     "PlaneConfig",
     "Reconciler",
     "ReconcilerConfig",
     "Store",
-    "check_token",
+    "TenantTokens",
     "check_webhook",
     "ensure_admin_token",
 ]

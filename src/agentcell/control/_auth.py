@@ -1,4 +1,9 @@
-"""API tokens: the admin token made on first start, checked in constant time."""
+"""API tokens: the admin token made on first start, tenant tokens, and who is calling.
+
+Tenant tokens are shown once when issued and stored only as a hash. Every failed
+authentication is one audit record, and a client that keeps failing is refused for a while
+(``policy.FailureLimiter``) with one more record saying so.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,33 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["TOKEN_FILE", "GateTokens", "check_token", "ensure_admin_token"]
+from agentcell.errors import NotFoundError, RateLimitedError, UnauthorizedError
+from agentcell.policy import (
+    TOKEN_PREFIX,
+    FailureLimiter,
+    Principal,
+    StoredToken,
+    authenticate,
+    hash_secret,
+)
+
+if TYPE_CHECKING:
+    from agentcell.control._store import Store
+
+__all__ = [
+    "TOKEN_FILE",
+    "Authenticator",
+    "GateTokens",
+    "IssuedToken",
+    "TenantTokens",
+    "ensure_admin_token",
+]
 
 TOKEN_FILE = "admin.token"  # noqa: S105 (a file name, not a secret)
 
@@ -32,18 +61,6 @@ def ensure_admin_token(state_dir: Path) -> str:
     return token
 
 
-def check_token(presented: str | None, expected: str) -> str | None:
-    """None if ``presented`` is the token; otherwise the fixed-phrase reason for refusing."""
-    if not presented:
-        return "missing token"
-    scheme, space, credential = presented.partition(" ")
-    if scheme.lower() != "bearer" or not space:  # the scheme is case-insensitive
-        return "malformed authorization header"
-    if not expected or not hmac.compare_digest(credential.encode(), expected.encode()):
-        return "invalid token"
-    return None
-
-
 class GateTokens:
     """Per-cell tokens for the gates' control ports, derived from one key in the state dir.
 
@@ -64,3 +81,105 @@ class GateTokens:
 
     def token(self, tenant: str, cell: str) -> str:
         return hmac.new(self._key, f"{tenant}/{cell}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token just made: the only moment its full text exists outside the client."""
+
+    id: str
+    tenant: str
+    token: str
+    created: float
+
+
+class TenantTokens:
+    """Issue, list, rotate and revoke tenant tokens; each change is one audit record."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def issue(self, tenant: str, actor: str, *, reason: str = "token issued") -> IssuedToken:
+        from agentcell.control._store import AuditRecord
+
+        token_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        now = time.time()
+        self.store.add_token(StoredToken(token_id, tenant, hash_secret(secret), now))
+        self.store.audit(AuditRecord(tenant, "", actor, "token", "allow", reason, {"id": token_id}))
+        return IssuedToken(token_id, tenant, f"{TOKEN_PREFIX}{token_id}.{secret}", now)
+
+    def list(self, tenant: str) -> list[dict[str, Any]]:
+        return [
+            {"id": t.id, "tenant": t.tenant, "created": t.created, "revoked": t.revoked}
+            for t in self.store.tokens(tenant)
+        ]
+
+    def revoke(self, tenant: str, token_id: str, actor: str) -> bool:
+        """True if it was live. A token of another tenant is as unknown as a missing one."""
+        from agentcell.control._store import AuditRecord
+
+        stored = self.store.token(token_id)
+        if stored is None or stored.tenant != tenant:
+            raise NotFoundError(f"tenant {tenant!r} has no token {token_id!r}")
+        revoked = self.store.revoke_token(token_id, time.time())
+        if revoked:
+            self.store.audit(
+                AuditRecord(tenant, "", actor, "token", "allow", "token revoked", {"id": token_id})
+            )
+        return revoked
+
+    def rotate(self, tenant: str, token_id: str, actor: str) -> IssuedToken:
+        """A new token replaces ``token_id``, which stops working at once."""
+        stored = self.store.token(token_id)
+        if stored is None or stored.tenant != tenant:
+            raise NotFoundError(f"tenant {tenant!r} has no token {token_id!r}")
+        if stored.revoked is not None:
+            raise NotFoundError(
+                f"token {token_id!r} of tenant {tenant!r} is revoked; issue a new one "
+                f"(agentcell token create {tenant})"
+            )
+        new = self.issue(tenant, actor, reason="token rotated")
+        self.revoke(tenant, token_id, actor)
+        return new
+
+
+class Authenticator:
+    """The ``Authorization`` header of one request → a ``Principal``, or a refusal (audited)."""
+
+    def __init__(self, store: Store, admin_token: str, limiter: FailureLimiter | None = None):
+        self.store = store
+        self.admin_token = admin_token
+        self.limiter = limiter or FailureLimiter()
+        self._lock = threading.Lock()
+
+    def check(self, header: str | None, client: str, request: dict[str, Any]) -> Principal:
+        from agentcell.control._store import AuditRecord
+
+        now = time.monotonic()
+        with self._lock:
+            wait = self.limiter.retry_after(client, now)
+        if wait:
+            raise RateLimitedError(wait)
+        principal, decision = authenticate(header, self.admin_token, self.store.token)
+        if principal is not None:
+            return principal
+        with self._lock:
+            limited = self.limiter.fail(client, now)
+        details = {**request, **({"token_id": decision.rule} if decision.rule else {})}
+        self.store.audit(
+            AuditRecord("", "", f"client {client}", "auth", "deny", decision.reason, details)
+        )
+        if limited:
+            self.store.audit(
+                AuditRecord(
+                    "",
+                    "",
+                    f"client {client}",
+                    "auth",
+                    "deny",
+                    "client rate limited",
+                    {"failures": self.limiter.limit, "window": self.limiter.window},
+                )
+            )
+        raise UnauthorizedError(decision.reason)

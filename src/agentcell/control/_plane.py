@@ -9,13 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentcell.control._auth import GateTokens, ensure_admin_token
+from agentcell.control._auth import (
+    Authenticator,
+    GateTokens,
+    IssuedToken,
+    TenantTokens,
+    ensure_admin_token,
+)
 from agentcell.control._gc import GcResult, collect_garbage
 from agentcell.control._notify import Notifier
 from agentcell.control._reconciler import Reconciler, ReconcilerConfig
 from agentcell.control._store import AuditRecord, CellStatus, Store
 from agentcell.errors import (
     ConflictError,
+    ForbiddenError,
     NotFoundError,
     RuntimeDriverError,
     SpecError,
@@ -24,7 +31,7 @@ from agentcell.errors import (
 from agentcell.plan import CellKey, DesiredCell, check_quota, compile_egress, spec_hash
 from agentcell.policy import PolicyError, check_container
 from agentcell.runtime import DockerDriver, Firewall, cell_seccomp_profile
-from agentcell.spec import Agent, Tenant, load_text
+from agentcell.spec import API_VERSION, Agent, Tenant, dump_documents, load_text
 
 if TYPE_CHECKING:
     from agentcell.runtime.battery import CheckResult
@@ -58,6 +65,8 @@ class ControlPlane:
         self.config = config
         self.token = ensure_admin_token(config.state_dir)
         self.store = Store(config.state_dir / "agentcell.db")
+        self.auth = Authenticator(self.store, self.token)
+        self.tokens = TenantTokens(self.store)
         self.seccomp, self.seccomp_note = cell_seccomp_profile(config.seccomp_base)
         seccomp_file = None
         if self.seccomp is not None:  # what docker proxies give the children they create
@@ -94,13 +103,24 @@ class ControlPlane:
 
     # -- desired state -----------------------------------------------------------------------
 
-    def apply(self, text: str, source: str, actor: str) -> ApplyResult:
-        """Validate every document, check tenants and quotas, then store them all."""
+    def apply(self, text: str, source: str, actor: str, *, scope: str | None = None) -> ApplyResult:
+        """Validate every document, check tenants and quotas, then store them all.
+
+        ``scope``: the one tenant a tenant token may act on. It may apply that tenant's
+        agents, not Tenant documents (those carry its quota); another tenant's agent is
+        refused exactly as if that tenant did not exist.
+        """
         docs = load_text(text, source=source)
         tenants = {d.metadata.name: d for d in docs if isinstance(d, Tenant)}
         agents = [d for d in docs if isinstance(d, Agent)]
+        if scope is not None and tenants:
+            raise ForbiddenError(
+                "a tenant token cannot apply Tenant documents (they set the tenant's quota "
+                "and egress defaults); apply only Agent documents, or ask the admin"
+            )
         for a in agents:
-            if a.tenant not in tenants and self.store.tenant(a.tenant) is None:
+            hidden = scope is not None and a.tenant != scope
+            if hidden or (a.tenant not in tenants and self.store.tenant(a.tenant) is None):
                 raise ConflictError(
                     f"agent {a.ref}: tenant {a.tenant!r} does not exist; add a Tenant document "
                     f"(kind: Tenant, metadata: {{name: {a.tenant}}}) to the file or deploy it first"
@@ -109,9 +129,9 @@ class ControlPlane:
         for name in {a.tenant for a in agents} | set(tenants):
             tenant = tenants.get(name) or self.store.tenant(name)
             assert tenant is not None
-            mine = {k[1]: d.agent for k, d in desired.items() if k[0] == name and not d.deleted}
-            mine.update({a.name: a for a in agents if a.tenant == name})
-            verdict = check_quota(tenant.spec.quota, mine.values())
+            now = {k[1]: d.agent for k, d in desired.items() if k[0] == name and not d.deleted}
+            mine = {**now, **{a.name: a for a in agents if a.tenant == name}}
+            verdict = check_quota(tenant.spec.quota, mine.values(), now.values())
             if not verdict.allow:
                 self.store.audit(
                     AuditRecord(
@@ -270,7 +290,44 @@ class ControlPlane:
                 f"tenant {name!r} still has {len(cells)} cell(s); remove them first"
             )
         self.store.delete_tenant(name)
+        self.store.forget_tokens(name)
         self.store.audit(AuditRecord(name, "", actor, "api", "allow", "tenant removed", {}))
+
+    def create_tenant(self, name: str, actor: str) -> IssuedToken:
+        """A new tenant (no quota, no egress defaults) and its first token."""
+        if self.store.tenant(name) is not None:
+            raise ConflictError(
+                f"tenant {name!r} exists; issue it another token with "
+                f"'agentcell token create {name}'"
+            )
+        tenant = Tenant.model_validate(
+            {"apiVersion": API_VERSION, "kind": "Tenant", "metadata": {"name": name}}
+        )
+        self.store.put_tenant(tenant)
+        self.store.audit(AuditRecord(name, "", actor, "api", "allow", "tenant created", {}))
+        return self.tokens.issue(name, actor)
+
+    def export(self, name: str) -> str:
+        """The tenant's spec and its cells' specs as YAML: what redeploys it elsewhere.
+
+        Secret values never leave; the header names the secrets to set first."""
+        tenant = self.store.tenant(name)
+        if tenant is None:
+            raise NotFoundError(f"no tenant {name!r}")
+        agents = [
+            want.agent
+            for key, want in sorted(self.store.desired().items())
+            if key[0] == name and not want.deleted
+        ]
+        needed = sorted({s for a in agents for s in a.spec.secrets})
+        header = [
+            f"agentcell export of tenant {name}: {len(agents)} agent(s).",
+            f"Deploy it with: agentcell deploy -f {name}.yaml",
+        ]
+        if needed:
+            header.append("Secret values are not exported; set these first:")
+            header += [f"  agentcell secret set {name} {s}" for s in needed]
+        return dump_documents([tenant, *agents], header="\n".join(header))
 
     def gc(
         self, *, apply: bool, actor: str, tenant: str | None = None, all_tenants: bool = False

@@ -14,6 +14,7 @@ from typing import Any
 
 from agentcell.errors import StoreError
 from agentcell.plan import Attempt, CellKey, DesiredCell
+from agentcell.policy import StoredToken
 from agentcell.spec import Agent, Tenant
 
 __all__ = ["AuditRecord", "CellStatus", "Store"]
@@ -89,6 +90,18 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 """
 
+# Tenant tokens: only a hash of each secret is kept.
+_TOKENS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created REAL NOT NULL,
+    revoked REAL
+);
+CREATE INDEX IF NOT EXISTS tokens_tenant ON tokens (tenant, created);
+"""
+
 
 @dataclass(frozen=True)
 class CellStatus:
@@ -147,6 +160,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._db.executescript(_TOKENS_SCHEMA)
             self._migrate()
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open the state store {path}: {e}") from None
@@ -230,6 +244,43 @@ class Store:
     def delete_tenant(self, name: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM tenants WHERE name=?", (name,))
+
+    # -- tenant tokens -------------------------------------------------------------------------
+
+    def add_token(self, token: StoredToken) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO tokens(id, tenant, hash, created) VALUES (?,?,?,?)",
+                (token.id, token.tenant, token.hash, token.created),
+            )
+
+    def token(self, token_id: str) -> StoredToken | None:
+        rows = self._query(
+            "SELECT id, tenant, hash, created, revoked FROM tokens WHERE id=?", (token_id,)
+        )
+        return StoredToken(*rows[0]) if rows else None
+
+    def tokens(self, tenant: str) -> list[StoredToken]:
+        """The tenant's tokens, revoked ones included, oldest first."""
+        rows = self._query(
+            "SELECT id, tenant, hash, created, revoked FROM tokens WHERE tenant=? "
+            "ORDER BY created, id",
+            (tenant,),
+        )
+        return [StoredToken(*r) for r in rows]
+
+    def revoke_token(self, token_id: str, when: float) -> bool:
+        """True if the token was live and is now revoked."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tokens SET revoked=? WHERE id=? AND revoked IS NULL", (when, token_id)
+            )
+            return cur.rowcount > 0
+
+    def forget_tokens(self, tenant: str) -> None:
+        """Drop a removed tenant's tokens (their audit records stay)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM tokens WHERE tenant=?", (tenant,))
 
     # -- cells ---------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from agentcell.plan._model import (
     Progress,
 )
 from agentcell.plan._planner import plan
-from agentcell.plan._quota import check_quota
+from agentcell.plan._quota import check_quota, footprint
 from agentcell.plan._recovery import (
     Attempt,
     Recovery,
@@ -47,6 +47,7 @@ __all__ = [
     "check_quota",
     "compile_egress",
     "find_orphans",
+    "footprint",
     "health_verdict",
     "parse_pool",
     "plan",

@@ -1,5 +1,17 @@
 """Pure security decisions: each returns a ``Decision`` with a fixed-phrase reason."""
 
+from agentcell.policy._access import (
+    ADMIN,
+    AUTH_REASONS,
+    TOKEN_PREFIX,
+    FailureLimiter,
+    Principal,
+    StoredToken,
+    authenticate,
+    hash_secret,
+    parse_tenant_token,
+    sees,
+)
 from agentcell.policy._canary import (
     CANARY_HOST,
     CANARY_PORT,
@@ -123,7 +135,9 @@ from agentcell.policy._seccomp import DENIED_SYSCALLS, profile_allows, stricter_
 
 __all__ = [
     "ADDRESS_CLASSES",
+    "ADMIN",
     "API_REASONS",
+    "AUTH_REASONS",
     "CANARY_HOST",
     "CANARY_PORT",
     "CHILD_REASONS",
@@ -169,6 +183,7 @@ __all__ = [
     "RUN_TMPFS_SIZE",
     "SETUP_REASONS",
     "TMP_TMPFS_SIZE",
+    "TOKEN_PREFIX",
     "VOLUME_CREATE",
     "WORKSPACE_PATH",
     "ZERO_HOST_FIELDS",
@@ -183,6 +198,7 @@ __all__ = [
     "EgressDecision",
     "EgressPolicy",
     "EgressRule",
+    "FailureLimiter",
     "GateConfig",
     "GateProbe",
     "Hardened",
@@ -191,10 +207,13 @@ __all__ = [
     "IPNetwork",
     "Kind",
     "PolicyError",
+    "Principal",
     "ProbeOutcome",
     "Request",
     "Route",
     "Schema",
+    "StoredToken",
+    "authenticate",
     "build_target",
     "canary_request",
     "canonicalise",
@@ -219,6 +238,7 @@ __all__ = [
     "harden_exec",
     "harden_exec_start",
     "harden_volume",
+    "hash_secret",
     "if_inet6_addresses",
     "judge_gate",
     "judge_process",
@@ -227,10 +247,12 @@ __all__ = [
     "normalise_host",
     "normalise_path",
     "owner_labels",
+    "parse_tenant_token",
     "profile_allows",
     "route",
     "scope_filters",
     "scrub_info",
+    "sees",
     "stricter_seccomp",
     "unwrap",
 ]

@@ -1,5 +1,6 @@
 """The spec: typed models of the user's YAML, validated at load (``apiVersion: agentcell/v1``)."""
 
+from agentcell.spec._dump import dump_documents
 from agentcell.spec._load import Document, load_file, load_text
 from agentcell.spec._models import (
     API_VERSION,
@@ -10,6 +11,7 @@ from agentcell.spec._models import (
     Egress,
     EgressRule,
     Health,
+    Name,
     Resources,
     Restart,
     Tenant,
@@ -30,12 +32,14 @@ __all__ = [
     "Egress",
     "EgressRule",
     "Health",
+    "Name",
     "Resources",
     "Restart",
     "Tenant",
     "TenantQuota",
     "TenantSpec",
     "Workspace",
+    "dump_documents",
     "format_bytes",
     "json_schema",
     "load_file",

@@ -37,6 +37,7 @@ __all__ = [
     "HttpProbe",
     "LocatedError",
     "Metadata",
+    "Name",
     "Resources",
     "Restart",
     "TcpProbe",
