@@ -40,6 +40,9 @@ else
 fi
 
 export AGENTCELL_STATE_DIR="$STATE"
+# The demo acts as the admin, whatever token `agentcell login` may have saved.
+AGENTCELL_TOKEN="$(cat "$STATE/admin.token")"
+export AGENTCELL_TOKEN
 echo "== demo: agentcell deploy -f examples/demo.yaml =="
 "$AC" deploy -f examples/demo.yaml
 echo "== demo: agentcell ps =="

@@ -49,7 +49,14 @@ start_engine() {
     return 0
   fi
   say "no systemd: starting dockerd in the background, log in $DOCKERD_LOG"
-  nohup setsid dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  # The engine outlives this script: it must not keep a descriptor it inherited, such as
+  # the flock of a caller's test run, or that lock stays held for as long as dockerd runs.
+  (
+    for fd in $(ls "/proc/$BASHPID/fd"); do
+      [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+    done
+    exec nohup setsid dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null
+  ) &
   local pid=$! deadline=$((SECONDS + ENGINE_DEADLINE_SECONDS))
   until engine_version >/dev/null; do
     if ! kill -0 "$pid" 2>/dev/null; then

@@ -20,7 +20,9 @@ ENGINE_LOCK=/tmp/agentcell-engine.lock
 
 integration() {
   echo "== integration tests (real Docker Engine) =="
-  flock -x "$ENGINE_LOCK" bash -c "$(declare -f run_pytest); V=$V; run_pytest -m integration -q"
+  # -o: the lock stays with flock itself, so nothing the tests start (a restarted dockerd)
+  # inherits it and holds it past the run.
+  flock -o -x "$ENGINE_LOCK" bash -c "$(declare -f run_pytest); V=$V; run_pytest -m integration -q"
 }
 
 run_pytest() {

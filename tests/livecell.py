@@ -65,10 +65,13 @@ class Server:
     """Where the server's output goes (default: serve.log in the state directory)."""
 
     def env(self) -> dict[str, str]:
+        """The CLI's environment: this server, its admin token, no user config or token."""
+        inherited = {k: v for k, v in os.environ.items() if k != "AGENTCELL_TOKEN"}
         return {
-            **os.environ,
+            **inherited,
             "AGENTCELL_URL": self.url,
             "AGENTCELL_STATE_DIR": str(self.state_dir),
+            "AGENTCELL_CONFIG": str(self.state_dir / "cli-config.yaml"),
             **(self.extra_env or {}),
         }
 
@@ -140,11 +143,11 @@ class Server:
     def token(self) -> str:
         return (self.state_dir / "admin.token").read_text().strip()
 
-    def api(self, method: str, path: str, **kw: Any) -> Any:
-        """One API call with the admin token; the response (any status)."""
+    def api(self, method: str, path: str, *, token: str | None = None, **kw: Any) -> Any:
+        """One API call with ``token`` (default: the admin token); the response (any status)."""
         import httpx
 
-        headers = {"Authorization": f"Bearer {self.token()}"}
+        headers = {"Authorization": f"Bearer {token or self.token()}"}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=120, **kw)
 
 

@@ -846,4 +846,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as a script (python -m agentcell.cli.main), this file is __main__, while the command
+    # modules register on the imported agentcell.cli.main: run that one.
+    from agentcell.cli.main import main as _main
+
+    _main()
