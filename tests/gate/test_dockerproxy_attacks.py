@@ -338,6 +338,52 @@ def test_c4_volume_create_with_bind_options_refused(proxy: Proxy, version: str) 
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_c6_a_volume_create_naming_a_foreign_volume_shows_nothing_of_it(
+    proxy: Proxy, version: str
+) -> None:
+    """The engine answers a create of an existing name with that volume, whoever made it."""
+    name = f"{proxy.tenant}-theirs{version.replace('/', '-').replace('.', '')}"
+    docker(
+        "volume", "create", "--label", f"agentcell.test-run={proxy.tenant}",
+        "--label", f"agentcell.tenant={proxy.tenant}x", "--label", "agentcell.cell=atk",
+        "--label", "agentcell.role=workspace", name,
+    )  # fmt: skip
+    reply = proxy.request("POST", f"{version}/volumes/create", json.dumps({"Name": name}).encode())
+    assert reply.status == 409, reply
+    assert reply.json() == {"message": f"agentcell docker proxy: name in use: {name}"}
+    assert b"Mountpoint" not in reply.body and b"tenant" not in reply.body
+    record = proxy.record(
+        lambda r: r["path"] == f"{version}/volumes/create" and r["reason"] == "name in use",
+        "the refusal",
+    )
+    assert (record["decision"], record["status"], record["rule"]) == ("deny", 409, name)
+    labels = engine("GET", f"/volumes/{name}")[1]["Labels"]
+    assert labels["agentcell.tenant"] == f"{proxy.tenant}x"  # unchanged, still theirs
+    again = proxy.request("POST", f"{version}/volumes/create", json.dumps({"Name": name}).encode())
+    assert again.status == 409  # asking again changes nothing
+    mine = f"{proxy.tenant}-mine{version.replace('/', '-').replace('.', '')}"
+    made = proxy.request("POST", f"{version}/volumes/create", json.dumps({"Name": mine}).encode())
+    assert made.status == 201 and made.json()["Name"] == mine
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_c6_a_name_taken_by_a_foreign_container_does_not_reveal_its_id(
+    proxy: Proxy, foreign: dict[str, str], own: str, version: str
+) -> None:
+    theirs = foreign["other-tenant"]
+    name = engine("GET", f"/containers/{theirs}/json")[1]["Name"].lstrip("/")
+    made = proxy.request(
+        "POST", f"{version}/containers/create?name={name}", json.dumps({"Image": IMAGE}).encode()
+    )
+    renamed = proxy.request("POST", f"{version}/containers/{own}/rename?name={name}")
+    for reply in (made, renamed):
+        assert reply.status == 409, reply
+        assert "already in use" in reply.json()["message"]
+        assert theirs[:12].encode() not in reply.body, reply.body
+    assert engine("GET", f"/containers/{own}/json")[1]["Name"] == f"/{proxy.tenant}-own"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_c8_c9_endpoints_not_in_the_table_refused(proxy: Proxy, own: str, version: str) -> None:
     cases = [
         ("POST", "/networks/create", json.dumps({"Name": "x"}).encode()),

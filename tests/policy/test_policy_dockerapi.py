@@ -31,6 +31,7 @@ from agentcell.policy import (
     Kind,
     Request,
     build_target,
+    decide_created_volume,
     decide_ownership,
     decide_request,
     error_body,
@@ -39,6 +40,7 @@ from agentcell.policy import (
     normalise_path,
     route,
     scope_filters,
+    scrub_engine_error,
     scrub_info,
 )
 
@@ -781,6 +783,106 @@ def test_decide_ownership(kind: Kind, labels: Any, expected: Decision) -> None:
     assert decide_ownership(kind, labels, tenant=TENANT, cell=CELL) == expected
 
 
+# --- answers to a request naming a name the agent chose ----------------------------------------
+
+WORKSPACE = {LABEL_TENANT: "other", LABEL_CELL: CELL, LABEL_ROLE: "workspace"}
+CREATED_VOLUMES = [
+    (
+        "a volume the proxy just made for the cell reaches the agent",
+        {"Name": "data", "Labels": CHILD, "Mountpoint": "/var/lib/docker/volumes/data/_data"},
+        Decision(True, "owned", "volume"),
+    ),
+    (
+        "another tenant's workspace, answered for a create naming it, does not",
+        {"Name": "agentcell-other-c1-workspace", "Labels": WORKSPACE},
+        Decision(False, "name in use", "agentcell-other-c1-workspace"),
+    ),
+    (
+        "the cell's own workspace is the cell's, not the agent's",
+        {"Name": "ws", "Labels": {**CHILD, LABEL_ROLE: "workspace"}},
+        Decision(False, "name in use", "ws"),
+    ),
+    (
+        "an unlabelled volume of the host does not",
+        {"Name": "db", "Labels": None},
+        Decision(False, "name in use", "db"),
+    ),
+    (
+        "a sibling cell's child volume does not",
+        {"Name": "v", "Labels": {**CHILD, LABEL_CELL: "writer"}},
+        Decision(False, "name in use", "v"),
+    ),
+    (
+        "an answer that is no volume does not",
+        ["x"],
+        Decision(False, "name in use", "no volume in the answer"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"), [pytest.param(*r[1:], id=r[0]) for r in CREATED_VOLUMES]
+)
+def test_decide_created_volume(doc: Any, expected: Decision) -> None:
+    assert decide_created_volume(doc, tenant=TENANT, cell=CELL) == expected
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([LABEL_TENANT, LABEL_CELL, LABEL_ROLE, "x"]), st.text(max_size=8)
+    )
+)
+def test_a_created_volume_reaches_the_agent_only_with_all_owner_labels(
+    labels: dict[str, str],
+) -> None:
+    got = decide_created_volume({"Name": "v", "Labels": labels}, tenant=TENANT, cell=CELL)
+    owned = all(labels.get(k) == v for k, v in CHILD.items())
+    assert got.allow is owned
+    assert got.reason == ("owned" if owned else "name in use")
+
+
+FOREIGN_ID = "9d2b" + "7" * 60
+SCRUBBED_ERRORS = [
+    (
+        "a name taken by another tenant's container hides its id",
+        {
+            "message": f'Conflict. The container name "/agentcell-green-c1-g1" is already in use '
+            f'by container "{FOREIGN_ID}". You have to remove (or rename) that container to be '
+            "able to reuse that name."
+        },
+        {
+            "message": 'Conflict. The container name "/agentcell-green-c1-g1" is already in use '
+            'by container "<id>". You have to remove (or rename) that container to be '
+            "able to reuse that name."
+        },
+    ),
+    (
+        "a short id too",
+        {"message": f"Error when allocating new name: in use by {FOREIGN_ID[:12]}"},
+        {"message": "Error when allocating new name: in use by <id>"},
+    ),
+    (
+        "a message without an id is kept",
+        {"message": "No such image: nope:latest"},
+        {"message": "No such image: nope:latest"},
+    ),
+    ("no message at all", "garbage", {"message": "the engine refused the request"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"), [pytest.param(*r[1:], id=r[0]) for r in SCRUBBED_ERRORS]
+)
+def test_scrub_engine_error(doc: Any, expected: dict[str, str]) -> None:
+    assert scrub_engine_error(doc) == expected
+
+
+@given(st.text(), st.text(alphabet="0123456789abcdefABCDEF", min_size=12, max_size=64), st.text())
+def test_no_id_survives_the_scrub(before: str, ident: str, after: str) -> None:
+    got = scrub_engine_error({"message": before + ident + after})["message"]
+    assert ident not in got
+
+
 # --- filters, lists, events, info -----------------------------------------------------------------
 
 OWN = {
@@ -1034,4 +1136,6 @@ def test_every_reason_in_the_vocabulary_has_a_row() -> None:
         seen.add(decide_ownership(kind, labels, tenant=TENANT, cell=CELL).reason)
     for _, raw in BAD_FILTERS:
         seen.add(_reason(scope_filters(Kind.CONTAINER, raw, tenant=TENANT, cell=CELL)))
+    for _, doc, _ in CREATED_VOLUMES:
+        seen.add(decide_created_volume(doc, tenant=TENANT, cell=CELL).reason)
     assert set(API_REASONS) - seen == set()

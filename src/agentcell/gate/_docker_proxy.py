@@ -69,12 +69,14 @@ from agentcell.policy._dockerapi import (
     Kind,
     Request,
     build_target,
+    decide_created_volume,
     decide_ownership,
     decide_request,
     error_body,
     filter_event,
     filter_list,
     scope_filters,
+    scrub_engine_error,
     scrub_info,
 )
 from agentcell.policy._enginejson import (
@@ -102,6 +104,8 @@ _SCHEMAS: dict[BodyKind, Schema] = {
     BodyKind.VOLUME_CREATE: VOLUME_CREATE,
 }
 _LISTS = {"container.list", "network.list", "volume.list"}
+_NAMING = {"container.create", "container.rename", "volume.create"}
+"""Requests that name an object by a name the agent chose: the name may be someone else's."""
 _UPGRADE_HEADERS = [(b"Connection", b"Upgrade"), (b"Upgrade", b"tcp")]
 
 
@@ -564,6 +568,8 @@ class DockerProxy:
                 if not isinstance(head, h11.InformationalResponse):
                     raise EngineError(f"unexpected engine event {type(head).__name__}")
         record.status = head.status_code
+        if route.name in _NAMING and (head.status_code >= 400 or route.name == "volume.create"):
+            return await self._respond_naming(client, engine, req, record, head)
         transform = route.name in _LISTS or route.scrub
         if transform and head.status_code == 200:
             async with asyncio.timeout(RESPONSE_TIMEOUT):
@@ -599,6 +605,46 @@ class DockerProxy:
         # from it is not the end of a stream it still reads.
         await self._copy_body(client, engine, events=events)
         return False
+
+    async def _respond_naming(
+        self,
+        client: _Client,
+        engine: EngineStream,
+        req: Request,
+        record: DockerRecord,
+        head: h11.Response,
+    ) -> bool:
+        """The answer to a request naming a name, which may be another tenant's.
+
+        A volume created is relayed only if it is the cell's (``decide_created_volume``):
+        the engine answers a create naming an existing volume with that volume. An error
+        goes back without the ids in its message (``scrub_engine_error``): "already in use
+        by container <id>" names a container that may be another tenant's.
+        """
+        async with asyncio.timeout(RESPONSE_TIMEOUT):
+            raw = await _rest(engine)
+        try:
+            doc: object = json.loads(raw)
+        except ValueError:
+            doc = None
+        if head.status_code < 400:
+            owned = decide_created_volume(doc, tenant=self.config.tenant, cell=self.config.cell)
+            if not owned.allow:
+                raise _Refuse(409, owned)
+            payload = raw
+        else:
+            payload = json.dumps(scrub_engine_error(doc), ensure_ascii=True).encode("ascii")
+        headers = [
+            (n, v)
+            for n, v in end_to_end_headers(head.headers.raw_items())
+            if n.lower() not in (b"content-length", b"transfer-encoding")
+        ]
+        headers.append((b"Content-Length", b"%d" % len(payload)))
+        status = head.status_code
+        await client.send(h11.Response(status_code=status, headers=headers, reason=head.reason))
+        await client.send(h11.Data(data=payload))
+        await client.send(h11.EndOfMessage())
+        return True
 
     async def _copy_body(self, client: _Client, engine: EngineStream, *, events: bool) -> None:
         pending = b""

@@ -58,6 +58,7 @@ from agentcell.policy._dockerapi import (
     Request,
     Route,
     build_target,
+    decide_created_volume,
     decide_ownership,
     decide_request,
     error_body,
@@ -67,6 +68,7 @@ from agentcell.policy._dockerapi import (
     owner_labels,
     route,
     scope_filters,
+    scrub_engine_error,
     scrub_info,
 )
 from agentcell.policy._egress import (
@@ -220,6 +222,7 @@ __all__ = [
     "check_container",
     "classify",
     "container_body",
+    "decide_created_volume",
     "decide_egress",
     "decide_ownership",
     "decide_request",
@@ -251,6 +254,7 @@ __all__ = [
     "profile_allows",
     "route",
     "scope_filters",
+    "scrub_engine_error",
     "scrub_info",
     "sees",
     "stricter_seccomp",

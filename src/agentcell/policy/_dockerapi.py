@@ -76,6 +76,7 @@ __all__ = [
     "Request",
     "Route",
     "build_target",
+    "decide_created_volume",
     "decide_ownership",
     "decide_request",
     "error_body",
@@ -85,6 +86,7 @@ __all__ = [
     "owner_labels",
     "route",
     "scope_filters",
+    "scrub_engine_error",
     "scrub_info",
 ]
 
@@ -124,6 +126,7 @@ API_REASONS: tuple[str, ...] = (
     "owned",
     "not owned",
     "invalid filters",
+    "name in use",
 )
 """Every reason this module gives: the log vocabulary and the test vocabulary."""
 
@@ -561,6 +564,39 @@ def decide_ownership(kind: Kind, labels: object, *, tenant: str, cell: str) -> D
         if labels.get(label) != wanted:
             return _deny("not owned", label)
     return Decision(True, "owned", str(kind))
+
+
+def decide_created_volume(doc: object, *, tenant: str, cell: str) -> Decision:
+    """Whether the engine's answer to ``POST /volumes/create`` may reach the agent.
+
+    The engine answers a create naming an existing volume with that volume, unchanged,
+    whoever made it: relayed as it comes, another tenant's volume (its labels, mountpoint,
+    creation time) would reach the agent. Only a volume the cell owns may; any other is
+    "name in use", the rule naming the volume the agent asked for.
+    """
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("Name"), str):
+        return _deny("name in use", "no volume in the answer")
+    owned = decide_ownership(Kind.VOLUME, doc.get("Labels"), tenant=tenant, cell=cell)
+    if not owned.allow:
+        return _deny("name in use", str(doc["Name"])[:80])
+    return owned
+
+
+_ENGINE_ID = re.compile(r"[0-9a-fA-F]{12,64}")
+
+
+def scrub_engine_error(doc: object) -> dict[str, str]:
+    """An engine error answer (``{"message": ...}``) without object ids in its message.
+
+    A create or rename whose name is taken answers ``409 ... already in use by container
+    "<full id>"``: the id of a container that may be another tenant's. Every run of 12 to
+    64 hex digits (an id or an id prefix) becomes ``<id>``; the rest of the message stays,
+    so the CLI still says what went wrong.
+    """
+    message = doc.get("message") if isinstance(doc, Mapping) else None
+    if not isinstance(message, str):
+        return {"message": "the engine refused the request"}
+    return {"message": _ENGINE_ID.sub("<id>", message)}
 
 
 def owner_labels(kind: Kind, *, tenant: str, cell: str) -> dict[str, str]:
