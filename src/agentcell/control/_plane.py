@@ -22,7 +22,7 @@ from agentcell.errors import (
     SpecIssue,
 )
 from agentcell.plan import CellKey, DesiredCell, check_quota, compile_egress, spec_hash
-from agentcell.policy import PolicyError, check_container
+from agentcell.policy import SECRETS_PATH, PolicyError, check_container
 from agentcell.runtime import DockerDriver, Firewall, cell_seccomp_profile
 from agentcell.spec import Agent, Tenant, load_text
 
@@ -308,7 +308,10 @@ class ControlPlane:
             out["hardening"] = [
                 {"property": d.rule, "ok": d.allow, "reason": d.reason}
                 for d in check_container(
-                    attrs, network=network, strict_seccomp=self.seccomp is not None
+                    attrs,
+                    network=network,
+                    strict_seccomp=self.seccomp is not None,
+                    secrets_dir=self.driver.secrets_dir(key),
                 )
             ]
             out["seccomp"] = self.seccomp_note
@@ -420,6 +423,7 @@ class ControlPlane:
             pids_limit=spec.resources.pids,
             memory_bytes=spec.resources.memory,
             extra_targets=others,
+            secrets=SECRETS_PATH if spec.secrets else None,
         )
         failed = [r.id for r in results if not r.ok]
         self.store.audit(

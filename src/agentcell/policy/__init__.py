@@ -106,6 +106,7 @@ from agentcell.policy._hardening import (
     LABEL_TENANT,
     PROFILE_VERSION,
     RUN_TMPFS_SIZE,
+    SECRETS_PATH,
     TMP_TMPFS_SIZE,
     WORKSPACE_PATH,
     CellNames,
@@ -117,6 +118,7 @@ from agentcell.policy._hardening import (
     docker_proxy_body,
     gate_address,
     gate_body,
+    secrets_mount_ok,
 )
 from agentcell.policy._hostaddr import fib_trie_addresses, if_inet6_addresses
 from agentcell.policy._seccomp import DENIED_SYSCALLS, profile_allows, stricter_seccomp
@@ -167,6 +169,7 @@ __all__ = [
     "ROLE_CHILD",
     "ROLE_NETWORK",
     "RUN_TMPFS_SIZE",
+    "SECRETS_PATH",
     "SETUP_REASONS",
     "TMP_TMPFS_SIZE",
     "VOLUME_CREATE",
@@ -231,6 +234,7 @@ __all__ = [
     "route",
     "scope_filters",
     "scrub_info",
+    "secrets_mount_ok",
     "stricter_seccomp",
     "unwrap",
 ]
