@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,15 @@ from agentcell.control._auth import GateTokens, ensure_admin_token
 from agentcell.control._gc import GcResult, collect_garbage
 from agentcell.control._notify import Notifier
 from agentcell.control._reconciler import Reconciler, ReconcilerConfig
+from agentcell.control._secrets import (
+    SecretBox,
+    SecretFiles,
+    Secrets,
+    check_tmpfs,
+    default_secrets_dir,
+    key_from_env,
+    load_key,
+)
 from agentcell.control._store import AuditRecord, CellStatus, Store
 from agentcell.errors import (
     ConflictError,
@@ -43,6 +53,8 @@ class PlaneConfig:
     """Where failed cells are announced (POST, JSON); None: the audit trail only."""
     canary_seconds: float = 60.0
     resync_seconds: float = 30.0
+    secrets_dir: Path | None = None
+    """Host directory (on tmpfs) for cells' secret files; None: under /dev/shm."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +68,15 @@ class ControlPlane:
 
     def __init__(self, config: PlaneConfig, driver: DockerDriver | None = None) -> None:
         self.config = config
+        # Secrets settings are checked before the state directory is made.
+        key_from_env(os.environ)
+        secrets_root = config.secrets_dir or default_secrets_dir(config.state_dir)
+        check_tmpfs(secrets_root, Path("/proc/self/mountinfo").read_text())
         self.token = ensure_admin_token(config.state_dir)
         self.store = Store(config.state_dir / "agentcell.db")
+        self.secrets = Secrets(self.store, SecretBox(load_key(config.state_dir)))
+        files = SecretFiles(secrets_root, self.secrets.values)
+        files.prepare()
         self.seccomp, self.seccomp_note = cell_seccomp_profile(config.seccomp_base)
         seccomp_file = None
         if self.seccomp is not None:  # what docker proxies give the children they create
@@ -66,6 +85,7 @@ class ControlPlane:
             path.chmod(0o644)
             seccomp_file = str(path)
         self.driver = driver or DockerDriver(seccomp=self.seccomp, seccomp_file=seccomp_file)
+        self.driver.secret_mounts = files
         self.firewall = Firewall(config.subnet_pool, iptables=config.iptables)
         self.notifier = Notifier(config.webhook, self.store)
         self.reconciler = Reconciler(
@@ -104,6 +124,15 @@ class ControlPlane:
                 raise ConflictError(
                     f"agent {a.ref}: tenant {a.tenant!r} does not exist; add a Tenant document "
                     f"(kind: Tenant, metadata: {{name: {a.tenant}}}) to the file or deploy it first"
+                )
+            missing = self.secrets.missing(a.tenant, a.spec.secrets)
+            if missing:
+                raise ConflictError(
+                    f"agent {a.ref}: tenant {a.tenant!r} has no secret "
+                    + ", ".join(repr(m) for m in missing)
+                    + "; set it first with "
+                    + " and ".join(f"'agentcell secret set {a.tenant} {m}'" for m in missing)
+                    + " (the value on stdin); nothing was stored"
                 )
         desired = self.store.desired()
         for name in {a.tenant for a in agents} | set(tenants):
@@ -231,6 +260,22 @@ class ControlPlane:
             )
         )
         self.reconciler.wake()
+
+    def restart(self, key: CellKey, actor: str) -> int:
+        """Ask for the agent to be restarted (its secret files rewritten); returns the request
+        number, which the status's ``restart_honoured`` reaches once it is done."""
+        want = self._require(key)
+        if want.paused:
+            raise ConflictError(
+                f"cell {key[0]}/{key[1]} is paused; resume it (agentcell resume "
+                f"{key[0]}/{key[1]}): it starts with its current secrets"
+            )
+        request = self.store.request_restart(key)
+        self.store.audit(
+            AuditRecord(*key, actor, "api", "allow", "restart requested", {"request": request})
+        )
+        self.reconciler.wake()
+        return request
 
     def pause(self, key: CellKey, *, paused: bool, actor: str) -> bool:
         """The kill switch of one cell (``paused=False`` resumes it); True if it changed."""
@@ -373,6 +418,7 @@ class ControlPlane:
             "reason": st.reason,
             "since": st.since,
             "paused": want_paused,
+            "restart": {"requested": want.restart_request, "honoured": st.restart_honoured},
             "recovery": {
                 "max_restarts": agent.spec.restart.max_restarts,
                 "window": agent.spec.restart.window,

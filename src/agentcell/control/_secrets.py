@@ -20,18 +20,28 @@ import binascii
 import contextlib
 import hashlib
 import os
+import re
 import secrets as pysecrets
 import shutil
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from agentcell.errors import ConfigError
+from agentcell.control._store import AuditRecord, SecretRow, Store
+from agentcell.errors import (
+    ConfigError,
+    ConflictError,
+    InputError,
+    NotFoundError,
+    RuntimeDriverError,
+)
 from agentcell.plan import CellKey
 from agentcell.runtime.incell.battery_a import MountEntry, parse_mountinfo
+from agentcell.spec import NAME_PATTERN
 
 __all__ = [
     "KEY_ENV",
@@ -41,8 +51,12 @@ __all__ = [
     "SecretBox",
     "SecretFiles",
     "SecretOpenError",
+    "Secrets",
+    "check_secret",
+    "check_tmpfs",
     "default_secrets_dir",
     "fs_type_at",
+    "key_from_env",
     "load_key",
 ]
 
@@ -89,21 +103,28 @@ class SecretBox:
             ) from None
 
 
+def key_from_env(environ: Mapping[str, str]) -> bytes | None:
+    """The key ``AGENTCELL_SECRETS_KEY`` gives (base64 of 32 bytes), None if it is unset."""
+    text = environ.get(KEY_ENV)
+    if text is None:
+        return None
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(
+            f"{KEY_ENV} must be the base64 of 32 random bytes (44 characters, e.g. from "
+            "'head -c 32 /dev/urandom | base64'); the value given is not"
+        )
+    return key
+
+
 def load_key(state_dir: Path, environ: Mapping[str, str] | None = None) -> bytes:
-    """The secrets key: from ``AGENTCELL_SECRETS_KEY`` (base64 of 32 bytes) if set, else the
-    key file in ``state_dir``, created (O_EXCL, mode 0600) when missing. ConfigError if bad."""
-    env = os.environ if environ is None else environ
-    text = env.get(KEY_ENV)
-    if text is not None:
-        try:
-            key = base64.b64decode(text.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if len(key) != 32:
-            raise ConfigError(
-                f"{KEY_ENV} must be the base64 of 32 random bytes (44 characters, e.g. from "
-                "'head -c 32 /dev/urandom | base64'); the value given is not"
-            )
+    """The secrets key: from ``AGENTCELL_SECRETS_KEY`` if set, else the key file in
+    ``state_dir``, created (O_EXCL, mode 0600) when missing. ConfigError if bad."""
+    key = key_from_env(os.environ if environ is None else environ)
+    if key is not None:
         return key
     path = state_dir / KEY_FILE
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -141,9 +162,9 @@ def fs_type_at(path: str, entries: Iterable[MountEntry]) -> str:
     best: MountEntry | None = None
     for m in entries:
         mp = m.mount_point.rstrip("/") or "/"
-        if (
-            path == mp or mp == "/" or path.startswith(mp + "/")
-        ) and (best is None or len(mp) >= len(best.mount_point.rstrip("/") or "/")):
+        if (mp in (path, "/") or path.startswith(mp + "/")) and (
+            best is None or len(mp) >= len(best.mount_point.rstrip("/") or "/")
+        ):
             best = m
     return best.fstype if best is not None else ""
 
@@ -198,7 +219,13 @@ class SecretFiles:
             self.remove(key)
             return None
         uid, gid, files = found
-        write_files(Path(self.directory(key)), files, uid, gid)
+        try:
+            write_files(Path(self.directory(key)), files, uid, gid)
+        except OSError as e:
+            raise RuntimeDriverError(
+                f"cannot write the secret files of {key[0]}/{key[1]} into "
+                f"{self.directory(key)}: {e.strerror or e}"
+            ) from None
         return self.directory(key)
 
     def remove(self, key: CellKey) -> None:
@@ -236,3 +263,131 @@ def write_files(directory: Path, files: Mapping[str, bytes], uid: int, gid: int)
     for entry in directory.iterdir():
         if entry.name not in files:
             entry.unlink(missing_ok=True)
+
+
+class Secrets:
+    """The secrets service the API calls: set, list and remove a tenant's secrets, and the
+    values a cell gets at start. Values are write-only: nothing here returns one to a
+    caller, and no audit record or error message carries one."""
+
+    def __init__(self, store: Store, box: SecretBox) -> None:
+        self.store = store
+        self.box = box
+
+    def _tenant(self, tenant: str) -> None:
+        if self.store.tenant(tenant) is None:
+            raise NotFoundError(f"no tenant {tenant!r}")
+
+    def users(self, tenant: str) -> dict[str, list[str]]:
+        """Secret name -> the cells (not being removed) that list it, sorted."""
+        out: dict[str, list[str]] = {}
+        for key, want in sorted(self.store.desired().items()):
+            if key[0] == tenant and not want.deleted:
+                for name in want.agent.spec.secrets:
+                    out.setdefault(name, []).append(key[1])
+        return out
+
+    def set(self, tenant: str, name: str, value: bytes, actor: str) -> dict[str, Any]:
+        """Store (or rotate) a secret; returns its name, version and times (never the value)."""
+        self._tenant(tenant)
+        check_secret(name, value)
+        row = self.store.put_secret(tenant, name, self.box.seal(tenant, name, value))
+        reason = "secret set" if row.version == 1 else "secret rotated"
+        self.store.audit(
+            AuditRecord(
+                tenant, "", actor, "secret", "allow", reason, {"name": name, "version": row.version}
+            )
+        )
+        return _row_view(row, self.users(tenant).get(name, []))
+
+    def listing(self, tenant: str) -> list[dict[str, Any]]:
+        self._tenant(tenant)
+        users = self.users(tenant)
+        return [_row_view(r, users.get(r.name, [])) for r in self.store.secrets(tenant)]
+
+    def remove(self, tenant: str, name: str, actor: str) -> None:
+        self._tenant(tenant)
+        if self.store.secret(tenant, name) is None:
+            raise NotFoundError(f"tenant {tenant!r} has no secret {name!r}")
+        cells = self.users(tenant).get(name, [])
+        if cells:
+            raise ConflictError(
+                f"secret {name!r} is used by cell(s) {', '.join(cells)} of tenant {tenant!r}; "
+                "remove it from their spec.secrets (or remove the cells) first"
+            )
+        version = self.store.delete_secret(tenant, name)
+        self.store.audit(
+            AuditRecord(
+                tenant,
+                "",
+                actor,
+                "secret",
+                "allow",
+                "secret removed",
+                {"name": name, "version": version},
+            )
+        )
+
+    def missing(self, tenant: str, names: Iterable[str]) -> list[str]:
+        """Of ``names``, those the tenant has no secret for."""
+        have = {r.name for r in self.store.secrets(tenant)}
+        return [n for n in names if n not in have]
+
+    def values(self, key: CellKey) -> tuple[int, int, dict[str, bytes]] | None:
+        """What the cell's agent gets now: (uid, gid, {name: value}); None if it lists none."""
+        want = self.store.cell(key)
+        if want is None or not want.agent.spec.secrets:
+            return None
+        uid, gid = (int(x) for x in want.agent.spec.user.split(":"))
+        files: dict[str, bytes] = {}
+        versions: dict[str, int] = {}
+        for name in want.agent.spec.secrets:
+            row = self.store.secret(key[0], name)
+            if row is None:
+                raise RuntimeDriverError(
+                    f"secret {name!r} of tenant {key[0]!r} does not exist; set it with "
+                    f"'agentcell secret set {key[0]} {name}'"
+                )
+            try:
+                files[name] = self.box.open(key[0], name, row.sealed)
+            except SecretOpenError as e:
+                raise RuntimeDriverError(str(e)) from None
+            versions[name] = row.version
+        self.store.audit(
+            AuditRecord(
+                *key,
+                "reconciler",
+                "secret",
+                "allow",
+                "secret files written",
+                {"versions": versions},
+            )
+        )
+        return uid, gid, files
+
+
+def check_secret(name: str, value: bytes) -> None:
+    """InputError naming what is wrong with a secret's name or value (never the value)."""
+    if not re.match(NAME_PATTERN, name):
+        raise InputError(
+            f"{name!r} is not a secret name: lowercase letters, digits and '-', 1 to 40 "
+            "characters, starting and ending with a letter or digit"
+        )
+    if not value:
+        raise InputError(f"secret {name!r}: the value is empty; give 1 to {MAX_SECRET_BYTES} bytes")
+    if len(value) > MAX_SECRET_BYTES:
+        raise InputError(
+            f"secret {name!r}: the value is {len(value)} bytes; at most {MAX_SECRET_BYTES} "
+            "(64 KiB) are allowed"
+        )
+
+
+def _row_view(row: SecretRow, cells: list[str]) -> dict[str, Any]:
+    return {
+        "tenant": row.tenant,
+        "name": row.name,
+        "version": row.version,
+        "created": row.created,
+        "updated": row.updated,
+        "cells": cells,
+    }

@@ -451,9 +451,7 @@ def check_container(
         check(
             not hc.get("Binds")
             and all(m.get("Type") in ("volume", "tmpfs", "bind") for m in mounts)
-            and all(
-                secrets_mount_ok(m, secrets_dir) for m in mounts if m.get("Type") == "bind"
-            )
+            and all(secrets_mount_ok(m, secrets_dir) for m in mounts if m.get("Type") == "bind")
             and sum(1 for m in mounts if m.get("Type") == "bind") <= 1,
             "no host mounts",
             "a host path is mounted",

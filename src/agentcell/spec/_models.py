@@ -25,8 +25,8 @@ from agentcell.spec._units import ByteSize, Duration
 
 __all__ = [
     "API_VERSION",
-    "NAME_PATTERN",
     "DEFAULT_USER",
+    "NAME_PATTERN",
     "Agent",
     "AgentSpec",
     "DockerAccess",
