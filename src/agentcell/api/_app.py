@@ -277,6 +277,9 @@ def create_app(plane: ControlPlane) -> FastAPI:
             for r in plane.store.audit_records(tenant=tenant, cell=cell, kind=kind, limit=limit)
         ]
 
+    from agentcell.api._secrets import add_secret_routes
+
+    add_secret_routes(app, plane)
     return app
 
 

@@ -120,8 +120,19 @@ def serve(
             help="seconds between full reconcile passes when no engine event arrives",
         ),
     ] = 30.0,
+    secrets_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="AGENTCELL_SECRETS_DIR",
+            help="host directory on tmpfs for cells' secret files "
+            "(default: /dev/shm/agentcell-<hash of the state directory>)",
+        ),
+    ] = None,
 ) -> None:
-    """Run the control plane: REST API, reconciler, health probes and the isolation canary."""
+    """Run the control plane: REST API, reconciler, health probes and the isolation canary.
+
+    The secrets key is AGENTCELL_SECRETS_KEY (base64 of 32 bytes) if set, else
+    secrets.key in the state directory (made at first start, mode 0600)."""
     import logging
 
     import uvicorn
@@ -146,6 +157,7 @@ def serve(
                 webhook=webhook,
                 canary_seconds=canary_interval,
                 resync_seconds=resync_interval,
+                secrets_dir=secrets_dir,
             )
         )
     except AgentcellError as e:
@@ -812,6 +824,11 @@ def images_build(
         out.print(f"{r.name}: built in {r.seconds:.1f}s ({r.image_id[7:19]})")
     if not built:
         out.print(f"images: all {len(results)} up to date")
+
+
+from agentcell.cli._secret_cmds import register as _register_secrets  # noqa: E402
+
+_register_secrets(app, _fail, out, _cell)
 
 
 def main() -> None:
