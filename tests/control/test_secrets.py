@@ -355,3 +355,16 @@ def test_a_restart_request_counts_up_and_is_seen_in_the_desired_state(service: S
     assert service.store.desired()[("acme", "bot")].restart_request == 2
     st = service.store.set_status(("acme", "bot"), restart_honoured=2)
     assert service.store.status(("acme", "bot")).restart_honoured == st.restart_honoured == 2
+
+
+def test_forgetting_a_tenant_removes_its_secrets_only(service: Secrets) -> None:
+    service.set("acme", "k", b"v", "admin")
+    service.set("other", "k", b"w", "admin")
+    service.forget_tenant("acme", "admin")
+    assert service.store.secrets("acme") == []
+    assert [r.name for r in service.store.secrets("other")] == ["k"]
+    last = service.store.audit_records(tenant="acme", kind="secret")[-1]
+    assert (last.reason, last.details) == (
+        "secret removed",
+        {"name": "k", "version": 1, "with": "tenant"},
+    )

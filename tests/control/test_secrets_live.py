@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -65,6 +66,9 @@ def test_secrets_end_to_end(
     # A secret of an unknown tenant: 404, nothing stored.
     r = server.cli("secret", "set", tenant, "api-key", input="x")
     assert r.returncode != 0 and "no tenant" in r.stderr
+    put = f"/v1/tenants/{tenant}/secrets/api-key"
+    assert server.api("PUT", put, json={"value": "eA=="}).status_code == 404
+    assert httpx.put(server.url + put, json={"value": "eA=="}).status_code == 401
     server.api("POST", "/v1/apply", json={"yaml": tfile.read_text()}).raise_for_status()
 
     # An agent listing secrets its tenant lacks is refused, naming them and the command.
@@ -72,6 +76,12 @@ def test_secrets_end_to_end(
     assert r.returncode != 0
     assert "'api-key'" in r.stderr and f"agentcell secret set {tenant} api-key" in r.stderr
     assert server.api("GET", "/v1/cells", params={"tenant": tenant}).json() == []
+
+    r = server.api("PUT", put, json={"value": "not base64!"})
+    assert r.status_code == 422 and "not base64" in r.json()["detail"]["reason"]
+    r = server.api("PUT", put, json={"value": ""})
+    assert r.status_code == 422 and "the value is empty" in r.json()["detail"]["reason"]
+    assert server.api("GET", f"/v1/tenants/{tenant}/secrets").json() == []
 
     # Values never from an argument: stdin (one trailing newline dropped) or a file.
     server.cli("secret", "set", tenant, "api-key", input=KEY_V1.decode() + "\n", check=True)

@@ -651,3 +651,24 @@ def test_give_up_exactly_when_recoveries_inside_the_window_reach_the_limit(
         assert action.kind is ActionKind.GIVE_UP
     else:
         assert action.kind in (ActionKind.RESTART, ActionKind.WAIT)
+
+
+@given(
+    request=st.integers(min_value=0, max_value=5),
+    honoured=st.integers(min_value=0, max_value=5),
+    state=st.sampled_from(["running", "exited"]),
+)
+def test_property_a_restart_is_planned_exactly_while_a_request_is_newer(
+    request: int, honoured: int, state: str
+) -> None:
+    actions = plan(
+        {KEY: want(restart_request=request)},
+        {KEY: have(box(state))},
+        {KEY: Progress(restart_honoured=honoured)},
+        now=NOW,
+    )
+    kinds = [a.kind for a in actions]
+    if request > honoured:
+        assert actions == [requested(request)]
+    else:
+        assert ActionKind.RESTART_REQUESTED not in kinds

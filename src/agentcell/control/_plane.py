@@ -316,6 +316,7 @@ class ControlPlane:
             )
         self.store.delete_tenant(name)
         self.store.audit(AuditRecord(name, "", actor, "api", "allow", "tenant removed", {}))
+        self.secrets.forget_tenant(name, actor)  # a tenant made again later starts with none
 
     def gc(
         self, *, apply: bool, actor: str, tenant: str | None = None, all_tenants: bool = False

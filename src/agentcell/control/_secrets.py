@@ -328,6 +328,22 @@ class Secrets:
             )
         )
 
+    def forget_tenant(self, tenant: str, actor: str) -> None:
+        """Remove every secret of a tenant that is gone (one audit record each)."""
+        for row in self.store.secrets(tenant):
+            version = self.store.delete_secret(tenant, row.name)
+            self.store.audit(
+                AuditRecord(
+                    tenant,
+                    "",
+                    actor,
+                    "secret",
+                    "allow",
+                    "secret removed",
+                    {"name": row.name, "version": version, "with": "tenant"},
+                )
+            )
+
     def missing(self, tenant: str, names: Iterable[str]) -> list[str]:
         """Of ``names``, those the tenant has no secret for."""
         have = {r.name for r in self.store.secrets(tenant)}
