@@ -212,6 +212,8 @@ def test_the_root_must_be_our_own_directory_not_a_link(tmp_path: Path) -> None:
         SecretFiles(link, lambda key: None).prepare()
     real = tmp_path / "real"
     SecretFiles(real, lambda key: None).prepare()
+    assert not real.exists()  # made only when a cell first needs it
+    SecretFiles(real, lambda key: None).prepare(create=True)
     assert mode(real) == 0o700
 
 
@@ -224,6 +226,8 @@ def test_secret_files_write_and_remove_a_cells_directory(tmp_path: Path) -> None
     assert files.write(("acme", "b")) is None  # lists no secrets: no directory
     files.remove(("acme", "a"))
     assert not (tmp_path / "root" / "acme").exists()
+    files.close()
+    assert not (tmp_path / "root").exists()
 
 
 # --- the service -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -169,10 +170,17 @@ def serve(
         f"token {directory / 'admin.token'}",
         highlight=False,
     )
+    # uvicorn re-raises SIGTERM once it has shut down; without a handler of our own the
+    # default one ends the process there and plane.stop() (and its cleanup) never runs.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(create_app(plane), host=host, port=port, log_level="warning")
     finally:
         plane.stop()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()

@@ -75,8 +75,8 @@ class ControlPlane:
         self.token = ensure_admin_token(config.state_dir)
         self.store = Store(config.state_dir / "agentcell.db")
         self.secrets = Secrets(self.store, SecretBox(load_key(config.state_dir)))
-        files = SecretFiles(secrets_root, self.secrets.values)
-        files.prepare()
+        self.secret_files = SecretFiles(secrets_root, self.secrets.values)
+        self.secret_files.prepare()
         self.seccomp, self.seccomp_note = cell_seccomp_profile(config.seccomp_base)
         seccomp_file = None
         if self.seccomp is not None:  # what docker proxies give the children they create
@@ -85,7 +85,7 @@ class ControlPlane:
             path.chmod(0o644)
             seccomp_file = str(path)
         self.driver = driver or DockerDriver(seccomp=self.seccomp, seccomp_file=seccomp_file)
-        self.driver.secret_mounts = files
+        self.driver.secret_mounts = self.secret_files
         self.firewall = Firewall(config.subnet_pool, iptables=config.iptables)
         self.notifier = Notifier(config.webhook, self.store)
         self.reconciler = Reconciler(
@@ -111,6 +111,7 @@ class ControlPlane:
         self.reconciler.stop()
         self.notifier.stop()
         self.store.close()
+        self.secret_files.close()
 
     # -- desired state -----------------------------------------------------------------------
 

@@ -201,16 +201,26 @@ class SecretFiles:
     def directory(self, key: CellKey) -> str:
         return str(self.root / key[0] / key[1])
 
-    def prepare(self) -> None:
-        """Make the root (mode 0700, ours); refuse one that is a link or someone else's."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = self.root.lstat()
+    def prepare(self, *, create: bool = False) -> None:
+        """Check the root (made, mode 0700, when ``create``): refuse one that is a link or
+        someone else's. It is made only when a cell first needs it."""
+        if create:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            st = self.root.lstat()
+        except FileNotFoundError:
+            return
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
             raise ConfigError(
                 f"the secrets directory {self.root} exists and is not a directory of this "
                 "user (a link, or made by someone else); remove it or choose another"
             )
         os.chmod(self.root, 0o700)
+
+    def close(self) -> None:
+        """Remove the root if no cell has files in it (the plane stops)."""
+        with contextlib.suppress(OSError):
+            self.root.rmdir()
 
     def write(self, key: CellKey) -> str | None:
         """(Re)write the cell's files; returns the directory, or None if it has no secrets."""
@@ -220,11 +230,12 @@ class SecretFiles:
             return None
         uid, gid, files = found
         try:
+            self.prepare(create=True)
             write_files(Path(self.directory(key)), files, uid, gid)
-        except OSError as e:
+        except (OSError, ConfigError) as e:
             raise RuntimeDriverError(
                 f"cannot write the secret files of {key[0]}/{key[1]} into "
-                f"{self.directory(key)}: {e.strerror or e}"
+                f"{self.directory(key)}: {getattr(e, 'strerror', None) or e}"
             ) from None
         return self.directory(key)
 
