@@ -13,6 +13,7 @@ AgentcellError                 base: every error agentcell raises on purpose
 ├── ImageBuildError            an image could not be built
 ├── StoreError                 the state store is unusable (locked, corrupt, disk full)
 ├── ConfigError                the server's own configuration is invalid (e.g. its webhook)
+├── InputError                 a request's input (not a spec) is invalid, e.g. a secret value
 └── ClientError                the CLI could not talk to the control plane
 """
 
@@ -27,6 +28,7 @@ __all__ = [
     "FirewallError",
     "ForbiddenError",
     "ImageBuildError",
+    "InputError",
     "NotFoundError",
     "RateLimitedError",
     "RuntimeDriverError",
@@ -123,6 +125,10 @@ class StoreError(AgentcellError):
 
 class ConfigError(AgentcellError):
     """The server's own configuration (its options, not a spec) is invalid."""
+
+
+class InputError(AgentcellError):
+    """A request's input that is not a spec is invalid (a secret's name or value)."""
 
 
 class ClientError(AgentcellError):

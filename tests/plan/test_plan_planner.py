@@ -5,6 +5,7 @@
 3. desired and paused                                 -> PAUSE while anything runs
 4. desired, engine holds nothing or misses a piece     -> DEPLOY ("cell missing" / "... missing")
 5. desired, agent container's spec hash differs        -> DEPLOY ("spec changed")
+   desired, restart requested after the honoured one   -> RESTART_REQUESTED
 6. desired and in trouble (stopped, breach, unhealthy) -> the recovery ladder
 7. desired, the gate's loaded policy is not the desired -> RELOAD (tests/plan/test_plan_egress.py)
 8. observed but unknown to the store                    -> REPORT_ORPHAN (never removed here)
@@ -56,6 +57,7 @@ def want(
     generation: int = 2,
     key: CellKey = KEY,
     paused: bool = False,
+    restart_request: int = 0,
     **spec: Any,
 ) -> DesiredCell:
     return DesiredCell(
@@ -65,6 +67,7 @@ def want(
         subnet="10.213.0.0/24",
         deleted=deleted,
         paused=paused,
+        restart_request=restart_request,
     )
 
 
@@ -113,6 +116,10 @@ def restarts(*ages: float, rung: int = 0, **more: Any) -> Progress:
 
 def deploy(reason: str) -> Action:
     return Action(ActionKind.DEPLOY, KEY, reason)
+
+
+def requested(n: int) -> Action:
+    return Action(ActionKind.RESTART_REQUESTED, KEY, "restart requested", {"request": str(n)})
 
 
 def start(reason: str) -> Action:
@@ -264,6 +271,70 @@ ROWS: list[tuple[str, DesiredCell | None, ObservedCell | None, Progress, Action 
         have(box("exited", spec_hash="hash-1")),
         restarts(1, 2, 3, 4, 5),
         deploy("spec changed"),
+    ),
+    # 5b. restart requests (rotated secrets reach the agent)
+    (
+        "5b. a restart request newer than the honoured one: RESTART_REQUESTED",
+        want(restart_request=3),
+        have(),
+        Progress(restart_honoured=2),
+        requested(3),
+    ),
+    (
+        "5b. a request already honoured: nothing to do",
+        want(restart_request=3),
+        have(),
+        Progress(restart_honoured=3),
+        None,
+    ),
+    (
+        "5b. no request ever made: nothing to do",
+        want(),
+        have(),
+        Progress(),
+        None,
+    ),
+    (
+        "5b. a request starts a stopped agent without climbing the ladder",
+        want(restart_request=1),
+        have(STOPPED),
+        restarts(1, 2, 3, 4, 5),
+        requested(1),
+    ),
+    (
+        "5b. a request comes before a breach or a failing health check",
+        want(restart_request=1, health=HEALTH),
+        have(),
+        Progress(breach="host reachable from the cell", health="unhealthy"),
+        requested(1),
+    ),
+    (
+        "5b. a spec change wins over a request (the new container gets fresh files)",
+        want(restart_request=1),
+        have(box(spec_hash="hash-1")),
+        Progress(),
+        deploy("spec changed"),
+    ),
+    (
+        "5b. a missing piece wins over a request",
+        want(restart_request=1),
+        have(network=None),
+        Progress(),
+        deploy("network missing"),
+    ),
+    (
+        "5b. a paused cell is not restarted by a request",
+        want(restart_request=1, paused=True),
+        have(box("exited")),
+        Progress(paused=True),
+        None,
+    ),
+    (
+        "5b. a failed generation waits for a new spec, request or not",
+        want(restart_request=1),
+        have(STOPPED),
+        Progress(failed_generation=2),
+        None,
     ),
     # 6. the crash-loop limit
     (
@@ -580,3 +651,24 @@ def test_give_up_exactly_when_recoveries_inside_the_window_reach_the_limit(
         assert action.kind is ActionKind.GIVE_UP
     else:
         assert action.kind in (ActionKind.RESTART, ActionKind.WAIT)
+
+
+@given(
+    request=st.integers(min_value=0, max_value=5),
+    honoured=st.integers(min_value=0, max_value=5),
+    state=st.sampled_from(["running", "exited"]),
+)
+def test_property_a_restart_is_planned_exactly_while_a_request_is_newer(
+    request: int, honoured: int, state: str
+) -> None:
+    actions = plan(
+        {KEY: want(restart_request=request)},
+        {KEY: have(box(state))},
+        {KEY: Progress(restart_honoured=honoured)},
+        now=NOW,
+    )
+    kinds = [a.kind for a in actions]
+    if request > honoured:
+        assert actions == [requested(request)]
+    else:
+        assert ActionKind.RESTART_REQUESTED not in kinds

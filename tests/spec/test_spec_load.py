@@ -557,9 +557,17 @@ BAD: list[tuple[str, str, list[Located]]] = [
         [(1, 10, "spec.docker.limits.cpus", "Input should be greater than 0, got 0")],
     ),
     (
-        "secrets are not supported yet",
-        AGENT + "  secrets: [db-password]\n",
-        [(1, 8, "spec.secrets", LATER + "secret delivery is not part of this release")],
+        "a secret name follows the name rule",
+        AGENT + "  secrets: [DB_Password]\n",
+        [
+            (
+                1,
+                8,
+                "spec.secrets[0]",
+                "String should match pattern '^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$', "
+                "got 'DB_Password'",
+            )
+        ],
     ),
     (
         "a workspace size is not supported yet",
@@ -574,7 +582,7 @@ BAD: list[tuple[str, str, list[Located]]] = [
         ],
     ),
     (
-        "every unsupported field of one Agent is reported at once",
+        "secrets are supported: an unsupported field next to them is the only issue",
         AGENT + "  workspace: {size: 1Gi}\n  secrets: [a]\n",
         [
             (
@@ -583,7 +591,6 @@ BAD: list[tuple[str, str, list[Located]]] = [
                 "spec.workspace.size",
                 LATER + "this engine's volume driver cannot enforce a size; omit it",
             ),
-            (1, 9, "spec.secrets", LATER + "secret delivery is not part of this release"),
         ],
     ),
     (

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -119,6 +121,14 @@ def create_app(plane: ControlPlane) -> FastAPI:
     )
 
     app.state.plane = plane
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """What is wrong with the request, without echoing its input (it may be a secret)."""
+        errors = [
+            {k: v for k, v in e.items() if k not in ("input", "ctx", "url")} for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
     @app.exception_handler(AgentcellError)
     def _errors(_: Request, exc: AgentcellError) -> JSONResponse:
@@ -385,6 +395,9 @@ def create_app(plane: ControlPlane) -> FastAPI:
             )
         ]
 
+    from agentcell.api._secrets import add_secret_routes
+
+    add_secret_routes(app, plane)
     return app
 
 

@@ -13,9 +13,11 @@ import platformdirs
 from agentcell.cli._config import config_path, load_config
 from agentcell.errors import ClientError
 
-__all__ = ["DEFAULT_URL", "Client", "default_state_dir"]
+__all__ = ["DEFAULT_URL", "FLAGS", "Client", "default_state_dir"]
 
 DEFAULT_URL = "http://127.0.0.1:7878"
+FLAGS: dict[str, str | None] = {"token": None}
+"""Set by the command line's global options (``agentcell --token T ...``)."""
 
 
 def default_state_dir() -> Path:
@@ -37,6 +39,7 @@ class Client:
         ).rstrip("/")
         self.token = (
             token
+            or FLAGS["token"]
             or os.environ.get("AGENTCELL_TOKEN")
             or config.get("token")
             or self._read_token(state_dir or default_state_dir())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentcell import __version__
-from agentcell.cli._client import Client, default_state_dir
+from agentcell.cli._client import FLAGS, Client, default_state_dir
 from agentcell.errors import AgentcellError, SpecError
 from agentcell.spec import Agent, Tenant, format_bytes, json_schema, load_file
 
@@ -60,9 +61,6 @@ def _cell(ref: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-_TOKEN: dict[str, str | None] = {"token": None}
-
-
 @app.callback()
 def _root(
     token: Annotated[
@@ -77,11 +75,11 @@ def _root(
     ] = None,
 ) -> None:
     """Run AI agents, and the code they execute, in hardened Docker cells."""
-    _TOKEN["token"] = token
+    FLAGS["token"] = token
 
 
 def _client(url: str | None, state_dir: Path | None) -> Client:
-    return Client(url=url, token=_TOKEN["token"], state_dir=state_dir)
+    return Client(url=url, state_dir=state_dir)
 
 
 def _age(since: float) -> str:
@@ -140,8 +138,19 @@ def serve(
             help="seconds between full reconcile passes when no engine event arrives",
         ),
     ] = 30.0,
+    secrets_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="AGENTCELL_SECRETS_DIR",
+            help="host directory on tmpfs for cells' secret files "
+            "(default: /dev/shm/agentcell-<hash of the state directory>)",
+        ),
+    ] = None,
 ) -> None:
-    """Run the control plane: REST API, reconciler, health probes and the isolation canary."""
+    """Run the control plane: REST API, reconciler, health probes and the isolation canary.
+
+    The secrets key is AGENTCELL_SECRETS_KEY (base64 of 32 bytes) if set, else
+    secrets.key in the state directory (made at first start, mode 0600)."""
     import logging
 
     import uvicorn
@@ -166,6 +175,7 @@ def serve(
                 webhook=webhook,
                 canary_seconds=canary_interval,
                 resync_seconds=resync_interval,
+                secrets_dir=secrets_dir,
             )
         )
     except AgentcellError as e:
@@ -177,10 +187,17 @@ def serve(
         f"token {directory / 'admin.token'}",
         highlight=False,
     )
+    # uvicorn re-raises SIGTERM once it has shut down; without a handler of our own the
+    # default one ends the process there and plane.stop() (and its cleanup) never runs.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(create_app(plane), host=host, port=port, log_level="warning")
     finally:
         plane.stop()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()
@@ -836,6 +853,9 @@ def images_build(
 
 # The commands kept in their own modules register themselves on ``app``.
 from agentcell.cli import _tenant_cmds  # noqa: E402, F401
+from agentcell.cli._secret_cmds import register as _register_secrets  # noqa: E402
+
+_register_secrets(app, _fail, out, _cell)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,15 @@ from agentcell.control._auth import (
 from agentcell.control._gc import GcResult, collect_garbage
 from agentcell.control._notify import Notifier
 from agentcell.control._reconciler import Reconciler, ReconcilerConfig
+from agentcell.control._secrets import (
+    SecretBox,
+    SecretFiles,
+    Secrets,
+    check_tmpfs,
+    default_secrets_dir,
+    key_from_env,
+    load_key,
+)
 from agentcell.control._store import AuditRecord, CellStatus, Store
 from agentcell.errors import (
     ConflictError,
@@ -29,7 +39,7 @@ from agentcell.errors import (
     SpecIssue,
 )
 from agentcell.plan import CellKey, DesiredCell, check_quota, compile_egress, spec_hash
-from agentcell.policy import PolicyError, check_container
+from agentcell.policy import SECRETS_PATH, PolicyError, check_container
 from agentcell.runtime import DockerDriver, Firewall, cell_seccomp_profile
 from agentcell.spec import API_VERSION, Agent, Tenant, dump_documents, load_text
 
@@ -50,6 +60,8 @@ class PlaneConfig:
     """Where failed cells are announced (POST, JSON); None: the audit trail only."""
     canary_seconds: float = 60.0
     resync_seconds: float = 30.0
+    secrets_dir: Path | None = None
+    """Host directory (on tmpfs) for cells' secret files; None: under /dev/shm."""
 
 
 @dataclass(frozen=True)
@@ -63,10 +75,17 @@ class ControlPlane:
 
     def __init__(self, config: PlaneConfig, driver: DockerDriver | None = None) -> None:
         self.config = config
+        # Secrets settings are checked before the state directory is made.
+        key_from_env(os.environ)
+        secrets_root = config.secrets_dir or default_secrets_dir(config.state_dir)
+        check_tmpfs(secrets_root, Path("/proc/self/mountinfo").read_text())
         self.token = ensure_admin_token(config.state_dir)
         self.store = Store(config.state_dir / "agentcell.db")
         self.auth = Authenticator(self.store, self.token)
         self.tokens = TenantTokens(self.store)
+        self.secrets = Secrets(self.store, SecretBox(load_key(config.state_dir)))
+        self.secret_files = SecretFiles(secrets_root, self.secrets.values)
+        self.secret_files.prepare()
         self.seccomp, self.seccomp_note = cell_seccomp_profile(config.seccomp_base)
         seccomp_file = None
         if self.seccomp is not None:  # what docker proxies give the children they create
@@ -75,6 +94,7 @@ class ControlPlane:
             path.chmod(0o644)
             seccomp_file = str(path)
         self.driver = driver or DockerDriver(seccomp=self.seccomp, seccomp_file=seccomp_file)
+        self.driver.secret_mounts = self.secret_files
         self.firewall = Firewall(config.subnet_pool, iptables=config.iptables)
         self.notifier = Notifier(config.webhook, self.store)
         self.reconciler = Reconciler(
@@ -100,6 +120,7 @@ class ControlPlane:
         self.reconciler.stop()
         self.notifier.stop()
         self.store.close()
+        self.secret_files.close()
 
     # -- desired state -----------------------------------------------------------------------
 
@@ -124,6 +145,15 @@ class ControlPlane:
                 raise ConflictError(
                     f"agent {a.ref}: tenant {a.tenant!r} does not exist; add a Tenant document "
                     f"(kind: Tenant, metadata: {{name: {a.tenant}}}) to the file or deploy it first"
+                )
+            missing = self.secrets.missing(a.tenant, a.spec.secrets)
+            if missing:
+                raise ConflictError(
+                    f"agent {a.ref}: tenant {a.tenant!r} has no secret "
+                    + ", ".join(repr(m) for m in missing)
+                    + "; set it first with "
+                    + " and ".join(f"'agentcell secret set {a.tenant} {m}'" for m in missing)
+                    + " (the value on stdin); nothing was stored"
                 )
         desired = self.store.desired()
         for name in {a.tenant for a in agents} | set(tenants):
@@ -252,6 +282,22 @@ class ControlPlane:
         )
         self.reconciler.wake()
 
+    def restart(self, key: CellKey, actor: str) -> int:
+        """Ask for the agent to be restarted (its secret files rewritten); returns the request
+        number, which the status's ``restart_honoured`` reaches once it is done."""
+        want = self._require(key)
+        if want.paused:
+            raise ConflictError(
+                f"cell {key[0]}/{key[1]} is paused; resume it (agentcell resume "
+                f"{key[0]}/{key[1]}): it starts with its current secrets"
+            )
+        request = self.store.request_restart(key)
+        self.store.audit(
+            AuditRecord(*key, actor, "api", "allow", "restart requested", {"request": request})
+        )
+        self.reconciler.wake()
+        return request
+
     def pause(self, key: CellKey, *, paused: bool, actor: str) -> bool:
         """The kill switch of one cell (``paused=False`` resumes it); True if it changed."""
         if self.store.cell(key) is None:
@@ -292,6 +338,7 @@ class ControlPlane:
         self.store.delete_tenant(name)
         self.store.forget_tokens(name)
         self.store.audit(AuditRecord(name, "", actor, "api", "allow", "tenant removed", {}))
+        self.secrets.forget_tenant(name, actor)  # a tenant made again later starts with none
 
     def create_tenant(self, name: str, actor: str) -> IssuedToken:
         """A new tenant (no quota, no egress defaults) and its first token."""
@@ -365,7 +412,10 @@ class ControlPlane:
             out["hardening"] = [
                 {"property": d.rule, "ok": d.allow, "reason": d.reason}
                 for d in check_container(
-                    attrs, network=network, strict_seccomp=self.seccomp is not None
+                    attrs,
+                    network=network,
+                    strict_seccomp=self.seccomp is not None,
+                    secrets_dir=self.driver.secrets_dir(key),
                 )
             ]
             out["seccomp"] = self.seccomp_note
@@ -427,6 +477,7 @@ class ControlPlane:
             "reason": st.reason,
             "since": st.since,
             "paused": want_paused,
+            "restart": {"requested": want.restart_request, "honoured": st.restart_honoured},
             "recovery": {
                 "max_restarts": agent.spec.restart.max_restarts,
                 "window": agent.spec.restart.window,
@@ -477,6 +528,7 @@ class ControlPlane:
             pids_limit=spec.resources.pids,
             memory_bytes=spec.resources.memory,
             extra_targets=others,
+            secrets=SECRETS_PATH if spec.secrets else None,
         )
         failed = [r.id for r in results if not r.ok]
         self.store.audit(

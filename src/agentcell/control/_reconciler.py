@@ -377,6 +377,8 @@ class Reconciler:
                 attempts=attempts,
             )
             self._audit(*key, "lifecycle", "allow", f"restarted: {action.reason}", details)
+        elif kind is ActionKind.RESTART_REQUESTED:
+            self._restart_requested(key, want, int(action.extra["request"]), details)
         elif kind is ActionKind.RELOAD:
             try:
                 digest = self.driver.load_policy(key, self.tokens.token(*key), want.policy)
@@ -417,6 +419,33 @@ class Reconciler:
                 action.reason,
                 {**details, "removed": removed, "kept_workspace": want.keep_workspace},
             )
+
+    def _restart_requested(
+        self, key: CellKey, want: DesiredCell, request: int, details: dict[str, object]
+    ) -> None:
+        """Stop the agent, rewrite its secret files, start it: not a rung of the ladder.
+
+        The request counts as honoured either way, so a failure is not retried in a loop:
+        it is reported, and the ladder deals with an agent left stopped."""
+        details = {**details, "request": request}
+        self.store.set_status(key, reason="restart requested: restarting")
+        try:
+            self.driver.restart(key)
+        except AgentcellError as e:
+            reason = f"requested restart failed: {e}"
+            self.store.set_status(key, reason=reason, restart_honoured=request)
+            self._audit(*key, "lifecycle", "fail", reason, details)
+            return
+        self._health.reset(key)
+        self.store.set_status(
+            key,
+            state="running",
+            reason="restarted on request",
+            health="starting" if want.agent.spec.health else "none",
+            health_reason="",
+            restart_honoured=request,
+        )
+        self._audit(*key, "lifecycle", "allow", "restarted on request", details)
 
     def _climb(self, key: CellKey, step: str) -> tuple[Attempt, ...]:
         """Record one recovery on the ladder; returns the new memory of attempts."""
@@ -773,6 +802,7 @@ def _progress(st: CellStatus, stuck: tuple[str, ...]) -> Progress:
         health_reason=st.health_reason,
         breach=st.breach,
         paused=st.state == "paused",
+        restart_honoured=st.restart_honoured,
     )
 
 

@@ -17,7 +17,7 @@ from agentcell.plan import Attempt, CellKey, DesiredCell
 from agentcell.policy import StoredToken
 from agentcell.spec import Agent, Tenant
 
-__all__ = ["AuditRecord", "CellStatus", "Store"]
+__all__ = ["AuditRecord", "CellStatus", "SecretRow", "Store"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -84,6 +84,15 @@ CREATE TRIGGER IF NOT EXISTS tenants_update_counted AFTER UPDATE ON tenants
     BEGIN UPDATE changes SET n = n + 1 WHERE id = 1; END;
 CREATE TRIGGER IF NOT EXISTS tenants_delete_counted AFTER DELETE ON tenants
     BEGIN UPDATE changes SET n = n + 1 WHERE id = 1; END;
+CREATE TABLE IF NOT EXISTS secrets (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -127,6 +136,20 @@ class CellStatus:
     """What the isolation canary last found wrong; "" while it finds nothing."""
     health_reason: str = ""
     """What the last health probe saw."""
+    restart_honoured: int = 0
+    """The last restart request (``DesiredCell.restart_request``) the reconciler carried out."""
+
+
+@dataclass(frozen=True)
+class SecretRow:
+    """One stored secret: its value only sealed (see ``control._secrets``)."""
+
+    tenant: str
+    name: str
+    sealed: bytes
+    version: int
+    created: float
+    updated: float
 
 
 @dataclass(frozen=True)
@@ -177,10 +200,12 @@ class Store:
                 "rung": "INTEGER NOT NULL DEFAULT 0",
                 "breach": "TEXT NOT NULL DEFAULT ''",
                 "health_reason": "TEXT NOT NULL DEFAULT ''",
+                "restart_honoured": "INTEGER NOT NULL DEFAULT 0",
             },
             "tenants": {"paused": "INTEGER NOT NULL DEFAULT 0"},
         }
         added["cells"]["paused"] = "INTEGER NOT NULL DEFAULT 0"
+        added["cells"]["restart_request"] = "INTEGER NOT NULL DEFAULT 0"
         for table, columns in added.items():
             have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
             for name, decl in columns.items():
@@ -354,11 +379,11 @@ class Store:
                 return dict(self._desired[1])
             rows = self._query(
                 "SELECT c.spec, c.spec_hash, c.generation, c.subnet, c.deleted, c.keep_workspace, "
-                "c.created, c.policy, c.policy_digest, c.paused OR COALESCE(t.paused, 0) "
-                "FROM cells c LEFT JOIN tenants t ON t.name = c.tenant"
+                "c.created, c.policy, c.policy_digest, c.paused OR COALESCE(t.paused, 0), "
+                "c.restart_request FROM cells c LEFT JOIN tenants t ON t.name = c.tenant"
             )
             out = {}
-            for spec, h, gen, subnet, deleted, keep, created, policy, digest, paused in rows:
+            for spec, h, gen, subnet, deleted, keep, created, policy, digest, paused, rr in rows:
                 agent = Agent.model_validate_json(spec)
                 out[(agent.tenant, agent.name)] = DesiredCell(
                     agent,
@@ -371,6 +396,7 @@ class Store:
                     policy,
                     digest,
                     bool(paused),
+                    int(rr),
                 )
             self._desired = (stamp, out)
             return dict(out)
@@ -407,13 +433,25 @@ class Store:
     def subnets(self) -> list[str]:
         return [r[0] for r in self._query("SELECT subnet FROM cells")]
 
+    def request_restart(self, key: CellKey) -> int:
+        """Ask for the cell's agent to be restarted; returns the new request number."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE cells SET restart_request = restart_request + 1 WHERE tenant=? AND name=?",
+                key,
+            )
+            row = db.execute(
+                "SELECT restart_request FROM cells WHERE tenant=? AND name=?", key
+            ).fetchone()
+            return int(row[0]) if row else 0
+
     # -- status --------------------------------------------------------------------------------
 
     def status(self, key: CellKey) -> CellStatus:
         rows = self._query(
             "SELECT state, health, reason, since, observed_generation, failed_generation, "
-            "container_id, ip, restarts, policy_digest, version, rung, breach, health_reason "
-            "FROM status WHERE tenant=? AND name=?",
+            "container_id, ip, restarts, policy_digest, version, rung, breach, health_reason, "
+            "restart_honoured FROM status WHERE tenant=? AND name=?",
             key,
         )
         if not rows:
@@ -436,6 +474,7 @@ class Store:
             r[11],
             r[12],
             r[13],
+            r[14],
         )
 
     def set_status(self, key: CellKey, **changes: Any) -> CellStatus:
@@ -455,8 +494,8 @@ class Store:
                 db.execute(
                     "INSERT OR REPLACE INTO status(tenant, name, state, health, reason, since, "
                     "observed_generation, failed_generation, container_id, ip, restarts, "
-                    "policy_digest, version, rung, breach, health_reason) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "policy_digest, version, rung, breach, health_reason, restart_honoured) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         new.tenant,
                         new.name,
@@ -474,6 +513,7 @@ class Store:
                         new.rung,
                         new.breach,
                         new.health_reason,
+                        new.restart_honoured,
                     ),
                 )
             self.changed.notify_all()
@@ -490,6 +530,47 @@ class Store:
                 if st.version > after_version or gone or remaining <= 0:
                     return st
                 self.changed.wait(remaining)
+
+    # -- secrets -------------------------------------------------------------------------------
+
+    def put_secret(self, tenant: str, name: str, sealed: bytes) -> SecretRow:
+        """Store a sealed value (version 1, or the next version of an existing one)."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO secrets(tenant, name, sealed, version, created, updated) "
+                "VALUES (?,?,?,1,?,?) ON CONFLICT(tenant, name) DO UPDATE SET "
+                "sealed=excluded.sealed, version=secrets.version + 1, updated=excluded.updated",
+                (tenant, name, sealed, now, now),
+            )
+            row = db.execute(
+                "SELECT tenant, name, sealed, version, created, updated FROM secrets "
+                "WHERE tenant=? AND name=?",
+                (tenant, name),
+            ).fetchone()
+        return SecretRow(row[0], row[1], bytes(row[2]), int(row[3]), row[4], row[5])
+
+    def secret(self, tenant: str, name: str) -> SecretRow | None:
+        rows = self.secrets(tenant, name)
+        return rows[0] if rows else None
+
+    def secrets(self, tenant: str, name: str | None = None) -> list[SecretRow]:
+        sql = "SELECT tenant, name, sealed, version, created, updated FROM secrets WHERE tenant=?"
+        args: tuple[Any, ...] = (tenant,)
+        if name is not None:
+            sql += " AND name=?"
+            args = (tenant, name)
+        rows = self._query(sql + " ORDER BY name", args)
+        return [SecretRow(r[0], r[1], bytes(r[2]), int(r[3]), r[4], r[5]) for r in rows]
+
+    def delete_secret(self, tenant: str, name: str) -> int:
+        """Remove a secret; returns the version it had (0 if there was none)."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT version FROM secrets WHERE tenant=? AND name=?", (tenant, name)
+            ).fetchone()
+            db.execute("DELETE FROM secrets WHERE tenant=? AND name=?", (tenant, name))
+            return int(row[0]) if row else 0
 
     # -- audit ---------------------------------------------------------------------------------
 

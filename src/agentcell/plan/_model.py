@@ -38,6 +38,8 @@ class DesiredCell:
     policy_digest: str = ""
     paused: bool = False
     """Stopped by the kill switch (its own or its tenant's): nothing runs or recovers."""
+    restart_request: int = 0
+    """Bumped by ``agentcell restart``: a restart is due while it exceeds the honoured one."""
 
     @property
     def key(self) -> CellKey:
@@ -109,6 +111,8 @@ class Progress:
     """The cell's last reported state is paused (so, no longer desired paused: resume it)."""
     stuck: tuple[str, ...] = ()
     """Roles of running sidecars that failed their liveness probe ``retries`` times in a row."""
+    restart_honoured: int = 0
+    """The last restart request carried out (see ``DesiredCell.restart_request``)."""
 
 
 class ActionKind(StrEnum):
@@ -126,6 +130,10 @@ class ActionKind(StrEnum):
     """Remove a sidecar that runs but does not answer (``extra["role"]``); DEPLOY restores it."""
     PAUSE = "pause"
     """Kill switch: kill the agent, stop its sidecars and children; keep everything."""
+    RESTART_REQUESTED = "restart-requested"
+    """An operator asked for a restart (e.g. to deliver rotated secrets): stop the agent,
+    rewrite its secret files, start it. Not a recovery: the ladder does not count it.
+    ``extra["request"]`` is the request carried out."""
     RELOAD = "reload"
     """Load the desired egress policy into the running gate."""
     REMOVE = "remove"

@@ -14,6 +14,8 @@ Precedence, per cell:
    desired, a running sidecar does not answer         -> REPLACE_SIDECAR ("egress gate
    not answering" / "docker proxy not answering"); the next pass deploys a new one
 5. desired, agent container's spec hash differs        -> DEPLOY ("spec changed")
+   desired, a restart was requested after the last one carried out -> RESTART_REQUESTED
+   ("restart requested"; also starts a stopped agent; not a rung of the ladder)
 6. desired, and in trouble -- the agent not running, the isolation canary reporting a
    breach, or the health check failing, in that order  -> the recovery ladder
    (``plan._recovery.recover``): RESTART, RECREATE, WAIT or GIVE_UP
@@ -99,6 +101,13 @@ def _plan_cell(
     assert agent is not None
     if agent.spec_hash != want.spec_hash:
         return Action(ActionKind.DEPLOY, key, "spec changed")
+    if want.restart_request > prog.restart_honoured:
+        return Action(
+            ActionKind.RESTART_REQUESTED,
+            key,
+            "restart requested",
+            {"request": str(want.restart_request)},
+        )
     trouble = _trouble(want, agent.state, agent.oom_killed, agent.exit_code, prog)
     if trouble is not None:
         step = recover(*trouble, prog.attempts, prog.rung, want.agent.spec.restart, now=now)

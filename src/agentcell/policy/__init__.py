@@ -120,6 +120,7 @@ from agentcell.policy._hardening import (
     LABEL_TENANT,
     PROFILE_VERSION,
     RUN_TMPFS_SIZE,
+    SECRETS_PATH,
     TMP_TMPFS_SIZE,
     WORKSPACE_PATH,
     CellNames,
@@ -131,6 +132,7 @@ from agentcell.policy._hardening import (
     docker_proxy_body,
     gate_address,
     gate_body,
+    secrets_mount_ok,
 )
 from agentcell.policy._hostaddr import fib_trie_addresses, if_inet6_addresses
 from agentcell.policy._seccomp import DENIED_SYSCALLS, profile_allows, stricter_seccomp
@@ -183,6 +185,7 @@ __all__ = [
     "ROLE_CHILD",
     "ROLE_NETWORK",
     "RUN_TMPFS_SIZE",
+    "SECRETS_PATH",
     "SETUP_REASONS",
     "TMP_TMPFS_SIZE",
     "TOKEN_PREFIX",
@@ -256,6 +259,7 @@ __all__ = [
     "scope_filters",
     "scrub_engine_error",
     "scrub_info",
+    "secrets_mount_ok",
     "sees",
     "stricter_seccomp",
     "unwrap",

@@ -33,6 +33,7 @@ __all__ = [
     "LABEL_TENANT",
     "PROFILE_VERSION",
     "RUN_TMPFS_SIZE",
+    "SECRETS_PATH",
     "TMP_TMPFS_SIZE",
     "WORKSPACE_PATH",
     "CellNames",
@@ -44,6 +45,7 @@ __all__ = [
     "docker_proxy_body",
     "gate_address",
     "gate_body",
+    "secrets_mount_ok",
 ]
 
 LABEL_TENANT = "agentcell.tenant"
@@ -60,6 +62,8 @@ GATE_CONTROL_PORT = 3129
 PROFILE_VERSION = "2"
 """Bumped whenever ``container_body`` changes, so running cells are replaced on upgrade."""
 WORKSPACE_PATH = "/workspace"
+SECRETS_PATH = "/run/secrets"
+"""Where an agent finds its secrets: the one host directory it gets, bound read-only."""
 TMP_TMPFS_SIZE = 64 * 1024**2
 RUN_TMPFS_SIZE = 16 * 1024**2
 _LOG_OPTS = {"max-size": "10m", "max-file": "3"}
@@ -83,12 +87,15 @@ def container_body(
     seccomp: str | None = None,
     proxy: str | None = None,
     docker_host: str | None = None,
+    secrets_dir: str | None = None,
 ) -> dict[str, Any]:
     """The Engine API ``POST /containers/create`` body of a cell's agent container.
 
     ``seccomp`` is a profile as JSON text (see ``stricter_seccomp``); None keeps the
     engine's default profile. Never unconfined. ``proxy`` is the egress gate's URL;
     ``docker_host`` the docker proxy's, when the agent may manage containers.
+    ``secrets_dir`` is the cell's secrets directory on the host (on tmpfs), bound
+    read-only at ``SECRETS_PATH`` when the agent lists secrets; never passed otherwise.
     """
     spec = agent.spec
     labels = {
@@ -121,6 +128,16 @@ def container_body(
                 "VolumeOptions": {"NoCopy": True},
             }
         )
+    if secrets_dir is not None and spec.secrets:
+        mounts.append(
+            {
+                "Type": "bind",
+                "Source": secrets_dir,
+                "Target": SECRETS_PATH,
+                "ReadOnly": True,
+                "BindOptions": {"Propagation": "rprivate"},
+            }
+        )
     body = _hardened(
         image=spec.image,
         user=spec.user,
@@ -134,7 +151,8 @@ def container_body(
         seccomp=seccomp,
     )
     body["HostConfig"]["Mounts"] = mounts
-    body["WorkingDir"] = WORKSPACE_PATH if mounts else ""
+    has_workspace = any(m["Target"] == WORKSPACE_PATH for m in mounts)
+    body["WorkingDir"] = WORKSPACE_PATH if has_workspace else ""
     if spec.command is not None:
         body["Cmd"] = list(spec.command)
         body["Entrypoint"] = []
@@ -346,12 +364,18 @@ def _hardened(
 
 
 def check_container(
-    attrs: Mapping[str, Any], *, network: str, strict_seccomp: bool = False
+    attrs: Mapping[str, Any],
+    *,
+    network: str,
+    strict_seccomp: bool = False,
+    secrets_dir: str | None = None,
 ) -> list[Decision]:
     """Every hardening property of an inspected container, each allowed or denied with a reason.
 
     ``attrs`` is the engine's ``GET /containers/{id}/json``; ``network`` the cell's network
-    name; ``strict_seccomp`` whether the cell's profile must refuse ptrace.
+    name; ``strict_seccomp`` whether the cell's profile must refuse ptrace. ``secrets_dir``
+    is the cell's secrets directory on the host: the one host path that may be mounted,
+    and only read-only at ``SECRETS_PATH`` (see ``secrets_mount_ok``).
     """
     hc: Mapping[str, Any] = attrs.get("HostConfig") or {}
     cfg: Mapping[str, Any] = attrs.get("Config") or {}
@@ -426,8 +450,9 @@ def check_container(
         ),
         check(
             not hc.get("Binds")
-            and all(m.get("Type") != "bind" for m in mounts)
-            and all(m.get("Type") in ("volume", "tmpfs") for m in mounts),
+            and all(m.get("Type") in ("volume", "tmpfs", "bind") for m in mounts)
+            and all(secrets_mount_ok(m, secrets_dir) for m in mounts if m.get("Type") == "bind")
+            and sum(1 for m in mounts if m.get("Type") == "bind") <= 1,
             "no host mounts",
             "a host path is mounted",
         ),
@@ -454,6 +479,21 @@ def check_container(
             "sysctls or a cgroup parent are set",
         ),
     ]
+
+
+def secrets_mount_ok(mount: Mapping[str, Any], secrets_dir: str | None) -> bool:
+    """True if ``mount`` (one entry of inspect's ``Mounts``) is the cell's secrets bind:
+    type bind, source exactly ``secrets_dir``, destination exactly ``SECRETS_PATH``,
+    read-only, no propagation to or from the host. Anything else is refused."""
+    return (
+        secrets_dir is not None
+        and secrets_dir.startswith("/")
+        and mount.get("Type") == "bind"
+        and mount.get("Source") == secrets_dir
+        and mount.get("Destination") == SECRETS_PATH
+        and mount.get("RW") is False
+        and mount.get("Propagation", "rprivate") in ("", "private", "rprivate")
+    )
 
 
 def _normal_opt(opt: str) -> str:

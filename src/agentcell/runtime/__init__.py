@@ -1,7 +1,7 @@
 """Drivers that execute plans on a real engine, and observe it."""
 
 from agentcell.runtime._canary import run_canary
-from agentcell.runtime._docker import DeployOutcome, DockerDriver, cell_names
+from agentcell.runtime._docker import DeployOutcome, DockerDriver, SecretMounts, cell_names
 from agentcell.runtime._firewall import CHAIN, Firewall, chain_rules, jump_rule
 from agentcell.runtime._gc import GcOutcome
 from agentcell.runtime._probe import probe, probe_sidecar
@@ -14,6 +14,7 @@ __all__ = [
     "DockerDriver",
     "Firewall",
     "GcOutcome",
+    "SecretMounts",
     "cell_names",
     "cell_seccomp_profile",
     "chain_rules",

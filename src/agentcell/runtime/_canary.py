@@ -85,6 +85,7 @@ def run_canary(
     timeout: float = REACH_TIMEOUT,
     gate_timeout: float = GATE_TIMEOUT,
     pool: str | None = None,
+    secrets_dir: str | None = None,
 ) -> list[Decision]:
     """Every check of one run on the cell ``key``; a denial is a check that failed.
 
@@ -123,7 +124,9 @@ def run_canary(
         subnet = ((nets[0].get("IPAM") or {}).get("Config") or [{}])[0].get("Subnet")
     else:
         out.append(Decision(False, NO_NETWORK))
-    out += check_container(attrs, network=network, strict_seccomp=strict_seccomp)
+    out += check_container(
+        attrs, network=network, strict_seccomp=strict_seccomp, secrets_dir=secrets_dir
+    )
 
     endpoint = ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}
     others = host_addresses()

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import docker
 import docker.errors
@@ -34,7 +34,7 @@ from agentcell.runtime._gate import GateManager
 from agentcell.runtime._gc import GcOutcome, list_labelled, remove_objects
 from agentcell.runtime._labels import cell_labels
 
-__all__ = ["DeployOutcome", "DockerDriver", "cell_names"]
+__all__ = ["DeployOutcome", "DockerDriver", "SecretMounts", "cell_names"]
 
 _STOP_TIMEOUT = 5
 _RUNNING_DEADLINE = 15.0
@@ -50,6 +50,22 @@ def cell_names(tenant: str, cell: str, generation: int, *, workspace: bool) -> C
         network=base,
         volume=f"{base}-workspace" if workspace else None,
     )
+
+
+class SecretMounts(Protocol):
+    """The host side of secret delivery (the control plane's): one directory per cell."""
+
+    def directory(self, key: CellKey) -> str:
+        """The cell's secrets directory on the host (whether or not it exists)."""
+        ...
+
+    def write(self, key: CellKey) -> str | None:
+        """(Re)write the cell's secret files now; the directory, or None if it has none.
+
+        Raises RuntimeDriverError when they cannot be written."""
+        ...
+
+    def remove(self, key: CellKey) -> None: ...
 
 
 @dataclass
@@ -83,6 +99,15 @@ class DockerDriver:
             ) from None
         self.gates = GateManager(self.client, seccomp)
         self.dockerproxies = DockerProxyManager(self.client, seccomp, seccomp_file)
+        self.secret_mounts: SecretMounts | None = None
+        """Writes a cell's secret files; called right before every start of its agent."""
+
+    def _write_secrets(self, key: CellKey) -> str | None:
+        return self.secret_mounts.write(key) if self.secret_mounts is not None else None
+
+    def secrets_dir(self, key: CellKey) -> str | None:
+        """The one host directory the cell's agent may have bound (at /run/secrets)."""
+        return self.secret_mounts.directory(key) if self.secret_mounts is not None else None
 
     # -- observing ---------------------------------------------------------------------------
 
@@ -172,7 +197,13 @@ class DockerDriver:
         Each check is a Decision; a denial is a check that failed. Runs in about the reach
         timeout (0.5 s, mostly waiting), so run cells concurrently.
         """
-        return run_canary(self.client, key, strict_seccomp=bool(self.seccomp), pool=pool)
+        return run_canary(
+            self.client,
+            key,
+            strict_seccomp=bool(self.seccomp),
+            pool=pool,
+            secrets_dir=self.secrets_dir(key),
+        )
 
     # -- acting ------------------------------------------------------------------------------
 
@@ -283,6 +314,9 @@ class DockerDriver:
 
             def start_until_ready(cid: str) -> None:
                 nonlocal current
+                current = "write secret files"
+                step(current)
+                self._write_secrets(key)
                 current = "start container"
                 step(current)
                 self.client.api.start(cid)
@@ -312,6 +346,14 @@ class DockerDriver:
                     )
                 stale.remove(force=True)
                 previous = [p for p in previous if p.id != stale.id]
+            secrets_dir = None
+            if agent.spec.secrets:
+                current = "write secret files"
+                step(current)
+                secrets_dir = self._write_secrets(key)
+                if secrets_dir is None:
+                    raise RuntimeDriverError("this control plane cannot deliver secrets")
+                current = "create container"
             body = container_body(
                 agent,
                 names=names,
@@ -320,6 +362,7 @@ class DockerDriver:
                 seccomp=self.seccomp,
                 proxy=proxy,
                 docker_host=docker_host,
+                secrets_dir=secrets_dir,
             )
             cid = self.client.api.create_container_from_config(body, name=names.container)["Id"]
             created.append(("container", cid))
@@ -327,7 +370,12 @@ class DockerDriver:
             current = "verify hardening"
             step(current)
             attrs = self.client.api.inspect_container(cid)
-            checks = check_container(attrs, network=network, strict_seccomp=bool(self.seccomp))
+            checks = check_container(
+                attrs,
+                network=network,
+                strict_seccomp=bool(self.seccomp),
+                secrets_dir=self.secrets_dir(key),
+            )
             bad = [d.reason for d in checks if not d.allow]
             if bad:
                 raise RuntimeDriverError(
@@ -408,16 +456,16 @@ class DockerDriver:
         return out
 
     def restart(self, key: CellKey) -> None:
-        """Recovery's first rung: start the agent container again (stopping it if it runs)."""
+        """Start the agent container again (stopping it if it runs): recovery's first rung,
+        and a requested restart. Its secret files are rewritten while it is stopped."""
         c = self.agent_container(key)
         try:
             if c.status == "paused":  # frozen out of band
                 c.unpause()
-                c.restart(timeout=_STOP_TIMEOUT)
-            elif c.status == "running":
-                c.restart(timeout=_STOP_TIMEOUT)
-            else:
-                c.start()
+            if c.status in ("running", "paused", "restarting"):
+                c.stop(timeout=_STOP_TIMEOUT)
+            self._write_secrets(key)
+            c.start()
             self._wait_running(c.id)
         except docker.errors.DockerException as e:
             raise RuntimeDriverError(_explain(e)) from None
@@ -457,6 +505,8 @@ class DockerDriver:
     def remove(self, key: CellKey, *, keep_workspace: bool = False) -> list[str]:
         """Remove every engine object of the cell (the workspace unless kept). Idempotent."""
         removed = self._remove_cell_objects(key, keep_workspace=keep_workspace)
+        if self.secret_mounts is not None:
+            self.secret_mounts.remove(key)
         if self.gates.remove_egress_network_if_unused(key[0]):
             removed.append(f"network agentcell-{key[0]}-egress")
         return removed

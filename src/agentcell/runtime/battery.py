@@ -450,12 +450,14 @@ def run_battery_a(
     memory_bytes: int,
     extra_targets: Sequence[tuple[str, int]] = (),
     timeout: float = 1.0,
+    secrets: str | None = None,
 ) -> list[CheckResult]:
     """Run battery part A inside ``container`` (a live cell's agent container) as
     ``user`` and return one result per check, the host-side ones last.
 
     Traffic goes only to this host's own addresses, the cell network's gateway and
     ``extra_targets`` (the caller's: other cells' containers, a test server).
+    ``secrets`` is where the cell's secrets directory is mounted, if the agent has one.
     """
     container.reload()
     if container.status != "running":
@@ -477,6 +479,7 @@ def run_battery_a(
         "workspace": workspace,
         "workspace_volume": _workspace_volume(attrs, workspace),
         "scratch": _scratch_dirs(attrs),
+        "secrets": secrets,
         "pids_limit": pids_limit,
         "memory_bytes": memory_bytes,
         "timeout": timeout,

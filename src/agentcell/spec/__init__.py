@@ -5,6 +5,7 @@ from agentcell.spec._load import Document, load_file, load_text
 from agentcell.spec._models import (
     API_VERSION,
     DEFAULT_USER,
+    NAME_PATTERN,
     Agent,
     AgentSpec,
     DockerAccess,
@@ -25,6 +26,7 @@ from agentcell.spec._units import format_bytes, parse_bytes, parse_duration
 __all__ = [
     "API_VERSION",
     "DEFAULT_USER",
+    "NAME_PATTERN",
     "Agent",
     "AgentSpec",
     "DockerAccess",

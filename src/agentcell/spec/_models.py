@@ -26,6 +26,7 @@ from agentcell.spec._units import ByteSize, Duration
 __all__ = [
     "API_VERSION",
     "DEFAULT_USER",
+    "NAME_PATTERN",
     "Agent",
     "AgentSpec",
     "DockerAccess",
@@ -51,9 +52,11 @@ __all__ = [
 API_VERSION = "agentcell/v1"
 DEFAULT_USER = "10001:10001"
 
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+"""Names of tenants, agents and secrets."""
 Name = Annotated[
     str,
-    StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"),
+    StringConstraints(pattern=NAME_PATTERN),
     Field(
         description="lowercase letters, digits and '-', 1 to 40 characters, "
         "starting and ending with a letter or digit",
@@ -320,8 +323,6 @@ def unsupported(doc: Tenant | Agent) -> list[tuple[str, str]]:
     if isinstance(doc, Tenant):
         return out
     s = doc.spec
-    if s.secrets:
-        out.append(("spec.secrets", later + "secret delivery is not part of this release"))
     if s.workspace.size is not None:
         out.append(
             (

@@ -407,3 +407,43 @@ def test_runner_turns_crashes_overruns_and_silence_into_failed_lines(
     assert got["X4.a"] == (True, "only a")
     assert got["X4.b"] == (False, "check produced no result")
     assert lines[0]["section"] == "X1"
+
+
+# The cell's secrets directory: a host tmpfs bound read-only at /run/secrets.
+SECRETS_LINE = (
+    "96 92 0:27 /agentcell-0123456789ab/acme/a /run/secrets {opts} - tmpfs tmpfs rw,size=24g\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "secrets", "ok"),
+    [
+        (SECRETS_LINE.format(opts="ro,nosuid,nodev"), "/run/secrets", True),
+        (SECRETS_LINE.format(opts="rw,nosuid,nodev"), "/run/secrets", False),
+        (SECRETS_LINE.format(opts="ro,nosuid,nodev"), None, False),
+        (
+            SECRETS_LINE.format(opts="ro").replace("/run/secrets", "/run/other"),
+            "/run/secrets",
+            False,
+        ),
+    ],
+    ids=[
+        "read-only secrets bind, expected: allowed",
+        "read-write secrets bind: refused",
+        "a secrets bind the cell should not have: refused",
+        "a host tmpfs elsewhere: refused",
+    ],
+)
+def test_the_secrets_bind_is_the_one_host_tmpfs_allowed(
+    line: str, secrets: str | None, ok: bool
+) -> None:
+    result = b.check_mounts(
+        b.parse_mountinfo(HARDENED_MOUNTINFO + line),
+        workspace="/workspace",
+        scratch=SCRATCH,
+        workspace_volume="ws-vol",
+        secrets=secrets,
+    )
+    assert result[0] is ok, result[1]
+    if ok:
+        assert "secrets" in result[1]

@@ -11,6 +11,7 @@ Config (argv[1], JSON)::
     workspace        "/workspace" or null       must be writable when given
     workspace_volume engine volume name or null  the workspace's expected volume
     scratch          ["/tmp", "/run"]           tmpfs dirs that must be writable
+    secrets          "/run/secrets" or null     the read-only secrets bind (host tmpfs)
     pids_limit       int                        the cell's pids limit
     memory_bytes     int                        the cell's memory limit
     tcp_targets      [[ip, port], ...]          must not accept a connection
@@ -215,6 +216,7 @@ def classify_mount(
     workspace: str | None,
     scratch: Sequence[str],
     workspace_volume: str | None = None,
+    secrets: str | None = None,
 ) -> tuple[str | None, str]:
     """Name the Docker-made kind of mount ``m`` is, or ``(None, why)`` if it is not one.
 
@@ -225,7 +227,8 @@ def classify_mount(
     masks under /proc and /sys; its own /etc/hosts, /etc/hostname and /etc/resolv.conf
     files from ``containers/<id>/``; the read-only init binary (``--init``); tmpfs at
     the scratch dirs; and the workspace, a volume under the engine's ``volumes/<name>/
-    _data`` (or a tmpfs volume). Anything else is a host path or an unexpected mount.
+    _data`` (or a tmpfs volume). Anything else is a host path or an unexpected mount --
+    but for one: ``secrets``, the cell's secrets directory, a host tmpfs bound read-only.
     """
     mp, fs = m.mount_point, m.fstype
     if mp == "/":
@@ -257,6 +260,10 @@ def classify_mount(
             return "mqueue", ""
         return None, "an mqueue outside /dev/mqueue"
     if fs == "tmpfs":
+        if secrets is not None and mp == secrets.rstrip("/"):
+            if m.read_only:
+                return "secrets", ""
+            return None, "the secrets directory is mounted read-write"
         if mp == "/dev" and m.root == "/" and m.source == "tmpfs":
             return "dev", ""
         if mp == _SHM:
@@ -302,6 +309,7 @@ def check_mounts(
     workspace: str | None,
     scratch: Sequence[str],
     workspace_volume: str | None = None,
+    secrets: str | None = None,
 ) -> tuple[bool, str]:
     """Every mount must be one Docker makes for a hardened container; see classify_mount."""
     kinds: dict[str, int] = {}
@@ -310,7 +318,11 @@ def check_mounts(
     for m in entries:
         total += 1
         kind, why = classify_mount(
-            m, workspace=workspace, scratch=scratch, workspace_volume=workspace_volume
+            m,
+            workspace=workspace,
+            scratch=scratch,
+            workspace_volume=workspace_volume,
+            secrets=secrets,
         )
         if kind is None:
             bad.append(f"{m.mount_point}: {why}")
@@ -1098,6 +1110,7 @@ def check_a5_mounts(cfg: Mapping[str, Any]) -> list[Result]:
         workspace=cfg.get("workspace"),
         scratch=[str(s) for s in cfg.get("scratch") or []],
         workspace_volume=cfg.get("workspace_volume"),
+        secrets=cfg.get("secrets"),
     )
     return [("A5.mounts", ok, detail)]
 
