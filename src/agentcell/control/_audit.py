@@ -15,6 +15,7 @@ The table is append-only (triggers refuse UPDATE and DELETE). Queries return the
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
@@ -53,22 +54,30 @@ CREATE TABLE IF NOT EXISTS audit (
     reason TEXT NOT NULL,
     details TEXT NOT NULL
 );
--- Chosen by bench/audit.py (EXPLAIN QUERY PLAN in its output): every filter the API offers
--- is answered by walking one of these backwards from the newest id, or a time range.
+-- Chosen by measurement (bench/audit.py prints each query's plan): a query walks one of
+-- these from the newest id back and stops at ``limit`` matches, no sort. Indexes on time
+-- were never chosen by the planner (ORDER BY id wins) and would only slow appends.
 CREATE INDEX IF NOT EXISTS audit_cell ON audit (tenant, cell, id);
 CREATE INDEX IF NOT EXISTS audit_tenant ON audit (tenant, id);
+CREATE INDEX IF NOT EXISTS audit_tenant_kind ON audit (tenant, kind, id);
 CREATE INDEX IF NOT EXISTS audit_kind ON audit (kind, id);
-CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 """
 
-_INSERT = (
-    "INSERT INTO audit(time, tenant, cell, actor, kind, decision, reason, details) "
-    "VALUES (?,?,?,?,?,?,?,?)"
-)
+_INSERT_COLUMNS = ("time", "tenant", "cell", "actor", "kind", "decision", "reason", "details")
+_ROWS_PER_INSERT = 256
+"""Rows per INSERT statement (2,048 bound values, well under SQLite's limit of 32,766)."""
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_sql(rows: int) -> str:
+    values = ",".join(["(" + ",".join("?" * len(_INSERT_COLUMNS)) + ")"] * rows)
+    return f"INSERT INTO audit({','.join(_INSERT_COLUMNS)}) VALUES {values}"  # noqa: S608
+
+
 _COLUMNS = "id, time, tenant, cell, actor, kind, decision, reason, details"
 
 CSV_COLUMNS = ("id", "time", "tenant", "cell", "actor", "kind", "decision", "reason", "details")
@@ -210,11 +219,17 @@ def csv_rows(records: Iterable[AuditRecord]) -> str:
 
 
 class _Batch:
-    __slots__ = ("done", "error", "rows")
+    """One appender's records, and how their commit went."""
+
+    __slots__ = ("error", "lead", "rows", "woken")
 
     def __init__(self, rows: list[tuple[Any, ...]]) -> None:
         self.rows = rows
-        self.done = False
+        self.woken = threading.Lock()
+        """Held until its owner may go on (a bare lock: far cheaper to hand over than an Event)."""
+        self.woken.acquire()
+        self.lead = False
+        """Set instead of the result: the owner is to lead the next commit."""
         self.error: str | None = None
 
 
@@ -223,9 +238,14 @@ class AuditLog:
 
     def __init__(self, path: Path, *, durable: bool = True) -> None:
         self.path = path
-        self._cv = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        """Guards the queue: ``_pending`` and ``_writing`` (a commit is in flight or due)."""
         self._pending: list[_Batch] = []
         self._writing = False
+        self._write_lock = threading.Lock()
+        """Held around the writer connection's use."""
+        self._committed = threading.Condition()
+        """Notified after each commit (``wait``)."""
         self._last_id = 0
         self._read_lock = threading.Lock()
         try:
@@ -243,7 +263,7 @@ class AuditLog:
             raise StoreError(f"cannot open the audit trail in {path}: {e}") from None
 
     def close(self) -> None:
-        with self._cv:
+        with self._write_lock:
             self._w.close()
         with self._read_lock:
             self._r.close()
@@ -273,60 +293,89 @@ class AuditLog:
         if not rows:
             return
         batch = _Batch(rows)
-        with self._cv:
+        with self._lock:
             self._pending.append(batch)
-            while not batch.done:
-                if self._writing:
-                    self._cv.wait()
-                    continue
-                # Lead this commit: everything pending so far goes into it.
-                self._writing = True
-                group, self._pending = self._pending, []
-                self._cv.release()
-                try:
-                    error = self._commit(group)
-                finally:
-                    self._cv.acquire()
-                    self._writing = False
-                for b in group:
-                    b.done, b.error = True, error
-                self._cv.notify_all()
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            batch.woken.acquire()  # its commit is done, or this thread leads the next one
+            lead = batch.lead
+        if lead:
+            self._lead()
         if batch.error is not None:
             raise StoreError(f"audit trail {self.path}: {batch.error}")
 
-    def _commit(self, group: list[_Batch]) -> str | None:
-        """Write ``group`` in one transaction; the error text, or None."""
+    def _lead(self) -> None:
+        """Commit everything pending (this thread's batch first among it), wake each batch's
+        owner, and hand the lead to the owner of the first batch that came meanwhile."""
+        with self._lock:
+            group, self._pending = self._pending, []
+        error: str | None = "the commit was interrupted"
+        last = 0
         try:
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
-                for b in group:
-                    self._w.executemany(_INSERT, b.rows)
-                last = int(self._w.execute("SELECT MAX(id) FROM audit").fetchone()[0] or 0)
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                raise
-            self._w.execute("COMMIT")
+            with self._write_lock:
+                error, last = self._commit(group)
+        finally:  # every owner is woken and the lead passed on, whatever happened
+            self._finish(group, error, last)
+
+    def _finish(self, group: list[_Batch], error: str | None, last: int) -> None:
+        with self._committed:
+            self._last_id = max(self._last_id, last)
+            self._committed.notify_all()
+        for b in group:
+            b.error = error
+            b.woken.release()
+        with self._lock:
+            if not self._pending:
+                self._writing = False
+                return
+            nxt = self._pending[0]
+        nxt.lead = True
+        nxt.woken.release()
+
+    def _commit(self, group: list[_Batch]) -> tuple[str | None, int]:
+        """Write ``group`` in one transaction: (the error text or None, the newest id).
+
+        Rows go in multi-row INSERTs: one statement step per chunk instead of one per row
+        (each step gives up and takes back the GIL, which costs dearly when many appender
+        threads wait for it). A group of one chunk is one autocommitted statement."""
+        rows = [v for b in group for row in b.rows for v in row]
+        width = len(_INSERT_COLUMNS)
+        step = _ROWS_PER_INSERT * width
+        chunks = [rows[i : i + step] for i in range(0, len(rows), step)]
+        try:
+            if len(chunks) == 1:
+                self._w.execute(_insert_sql(len(rows) // width), rows)
+            else:
+                self._w.execute("BEGIN IMMEDIATE")
+                try:
+                    for chunk in chunks:
+                        self._w.execute(_insert_sql(len(chunk) // width), chunk)
+                except BaseException:
+                    self._w.execute("ROLLBACK")
+                    raise
+                self._w.execute("COMMIT")
+            last = int(self._w.execute("SELECT last_insert_rowid()").fetchone()[0])
         except sqlite3.Error as e:
-            return str(e)
-        self._last_id = last
-        return None
+            return str(e), 0
+        return None, last
 
     # -- reads ---------------------------------------------------------------------------------
 
     def last_id(self) -> int:
         """The id of the newest committed record (0 for an empty trail)."""
-        with self._cv:
+        with self._committed:
             return self._last_id
 
     def wait(self, after_id: int, timeout: float) -> int:
         """Block until a record newer than ``after_id`` is committed, or timeout; the last id."""
         deadline = time.monotonic() + timeout
-        with self._cv:
+        with self._committed:
             while True:
                 remaining = deadline - time.monotonic()
                 if self._last_id > after_id or remaining <= 0:
                     return self._last_id
-                self._cv.wait(remaining)
+                self._committed.wait(remaining)
 
     def query(self, q: AuditQuery) -> list[AuditRecord]:
         """The matching records in id order (see ``AuditQuery``)."""
