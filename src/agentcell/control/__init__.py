@@ -1,5 +1,14 @@
 """The control plane: store, reconciler, health probes, audit, tokens."""
 
+from agentcell.control._audit import (
+    TIME_FORMS,
+    AuditLog,
+    AuditQuery,
+    csv_header,
+    csv_rows,
+    parse_time,
+    rfc3339,
+)
 from agentcell.control._auth import TOKEN_FILE, GateTokens, check_token, ensure_admin_token
 from agentcell.control._gc import GcResult
 from agentcell.control._notify import check_webhook
@@ -8,8 +17,11 @@ from agentcell.control._reconciler import Reconciler, ReconcilerConfig
 from agentcell.control._store import AuditRecord, CellStatus, Store
 
 __all__ = [
+    "TIME_FORMS",
     "TOKEN_FILE",
     "ApplyResult",
+    "AuditLog",
+    "AuditQuery",
     "AuditRecord",
     "CellStatus",
     "ControlPlane",
@@ -21,5 +33,9 @@ __all__ = [
     "Store",
     "check_token",
     "check_webhook",
+    "csv_header",
+    "csv_rows",
     "ensure_admin_token",
+    "parse_time",
+    "rfc3339",
 ]

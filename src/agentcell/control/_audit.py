@@ -33,6 +33,7 @@ from agentcell.errors import StoreError
 __all__ = [
     "AUDIT_SCHEMA",
     "CSV_COLUMNS",
+    "TIME_FORMS",
     "AuditLog",
     "AuditQuery",
     "AuditRecord",
@@ -145,10 +146,10 @@ class AuditQuery:
 
 # -- times -------------------------------------------------------------------------------------
 
-_AGE_RE = re.compile(r"^(\d{1,9})(s|m|h|d)$")
+_AGE_RE = re.compile(r"^(\d{1,9})(s|m|h|d)$", re.ASCII)
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RFC3339_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
 )
 TIME_FORMS = (
     "an age like 30s, 10m, 2h or 7d (seconds, minutes, hours, days before now), or an "
@@ -190,14 +191,15 @@ def rfc3339(ts: float) -> str:
 
 def csv_header() -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(CSV_COLUMNS)
+    csv.writer(buf).writerow(CSV_COLUMNS)
     return buf.getvalue()
 
 
 def csv_rows(records: Iterable[AuditRecord]) -> str:
-    """The records as CSV lines (no header); ``details`` as compact JSON with sorted keys."""
+    """The records as CSV rows (RFC 4180: CRLF ends a row, so a lone CR or LF in a field is
+    quoted); ``details`` as compact JSON with sorted keys. No header."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf)
     for r in records:
         w.writerow(
             (
