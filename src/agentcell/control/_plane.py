@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentcell.control._auth import GateTokens, ensure_admin_token
+from agentcell.control._auth import TOKEN_FILE, GateTokens, ensure_admin_token
 from agentcell.control._gc import GcResult, collect_garbage
 from agentcell.control._notify import Notifier
 from agentcell.control._reconciler import Reconciler, ReconcilerConfig
@@ -56,8 +56,12 @@ class ControlPlane:
 
     def __init__(self, config: PlaneConfig, driver: DockerDriver | None = None) -> None:
         self.config = config
+        new_token = not (config.state_dir / TOKEN_FILE).exists()
         self.token = ensure_admin_token(config.state_dir)
         self.store = Store(config.state_dir / "agentcell.db")
+        if new_token:
+            what = "admin token created"
+            self.store.audit(AuditRecord("", "", "serve", "token", "allow", what, {}))
         self.seccomp, self.seccomp_note = cell_seccomp_profile(config.seccomp_base)
         seccomp_file = None
         if self.seccomp is not None:  # what docker proxies give the children they create
