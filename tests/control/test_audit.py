@@ -173,13 +173,15 @@ def test_concurrent_appenders_all_land_once_each_in_their_own_order(tmp_path: Pa
     assert len(commits) < threads * each  # some commits were shared
 
 
-def test_a_failed_commit_raises_for_every_appender_and_the_next_one_works(log: AuditLog) -> None:
+@pytest.mark.parametrize("good", [1, 100], ids=["one statement", "executemany"])
+def test_a_failed_commit_raises_and_stores_nothing_of_it(log: AuditLog, good: int) -> None:
     log._w.execute(
         "CREATE TEMP TRIGGER refuse BEFORE INSERT ON audit "
         "WHEN NEW.reason = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END"
     )
+    poison = AuditRecord("a", "b", "c", "d", "e", "poison")
     with pytest.raises(StoreError, match="refused"):
-        log.append_many([rec(1), AuditRecord("a", "b", "c", "d", "e", "poison")])
+        log.append_many([*(rec(i) for i in range(good)), poison])
     assert log.query(AuditQuery()) == []  # nothing half-stored
     log.append(rec(2))
     assert [r.details["i"] for r in log.query(AuditQuery())] == [2]

@@ -69,8 +69,10 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 """
 
 _INSERT_COLUMNS = ("time", "tenant", "cell", "actor", "kind", "decision", "reason", "details")
-_ROWS_PER_INSERT = 256
-"""Rows per INSERT statement (2,048 bound values, well under SQLite's limit of 32,766)."""
+_GATHER_SECONDS = 0.0002
+"""How long a leader waits at most for the appenders of the last commit to queue again."""
+_ROWS_PER_INSERT = 32
+"""The most rows a group commits as one multi-row INSERT statement (256 bound values)."""
 
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
@@ -244,6 +246,10 @@ class AuditLog:
         """Guards the queue: ``_pending`` and ``_writing`` (a commit is in flight or due)."""
         self._pending: list[_Batch] = []
         self._writing = False
+        self._queued = threading.Condition(self._lock)
+        """Notified when a batch is queued (a leader gathering its group waits on it)."""
+        self._last_group = 0
+        """Batches in the last commit: how many appenders are likely to come back at once."""
         self._write_lock = threading.Lock()
         """Held around the writer connection's use."""
         self._committed = threading.Condition()
@@ -299,6 +305,7 @@ class AuditLog:
             self._pending.append(batch)
             lead = not self._writing
             self._writing = True
+            self._queued.notify()
         if not lead:
             batch.woken.acquire()  # its commit is done, or this thread leads the next one
             lead = batch.lead
@@ -311,7 +318,17 @@ class AuditLog:
         """Commit everything pending (this thread's batch first among it), wake each batch's
         owner, and hand the lead to the owner of the first batch that came meanwhile."""
         with self._lock:
+            if self._last_group > 1:
+                # Appenders are concurrent: give the ones the last commit woke a moment to
+                # queue again, so that they share this commit rather than wait for the next.
+                deadline = time.monotonic() + _GATHER_SECONDS
+                while len(self._pending) < self._last_group:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._queued.wait(remaining)
             group, self._pending = self._pending, []
+            self._last_group = len(group)
         error: str | None = "the commit was interrupted"
         last = 0
         try:
@@ -338,21 +355,19 @@ class AuditLog:
     def _commit(self, group: list[_Batch]) -> tuple[str | None, int]:
         """Write ``group`` in one transaction: (the error text or None, the newest id).
 
-        Rows go in multi-row INSERTs: one statement step per chunk instead of one per row
-        (each step gives up and takes back the GIL, which costs dearly when many appender
-        threads wait for it). A group of one chunk is one autocommitted statement."""
-        rows = [v for b in group for row in b.rows for v in row]
-        width = len(_INSERT_COLUMNS)
-        step = _ROWS_PER_INSERT * width
-        chunks = [rows[i : i + step] for i in range(0, len(rows), step)]
+        A small group (single-record appenders) is one multi-row INSERT, autocommitted: one
+        statement step instead of BEGIN, a step per row and COMMIT, each of which gives up and
+        takes back the GIL, which costs dearly while many appender threads want it. A large
+        group (batches) goes through executemany, which binds rows faster than a long
+        multi-row statement (measured: about 2x at 500 rows)."""
+        rows = [row for b in group for row in b.rows]
         try:
-            if len(chunks) == 1:
-                self._w.execute(_insert_sql(len(rows) // width), rows)
+            if len(rows) <= _ROWS_PER_INSERT:
+                self._w.execute(_insert_sql(len(rows)), [v for row in rows for v in row])
             else:
                 self._w.execute("BEGIN IMMEDIATE")
                 try:
-                    for chunk in chunks:
-                        self._w.execute(_insert_sql(len(chunk) // width), chunk)
+                    self._w.executemany(_insert_sql(1), rows)
                 except BaseException:
                     self._w.execute("ROLLBACK")
                     raise
