@@ -5,7 +5,9 @@ The trail lives in the state store's SQLite file but has connections of its own:
 - a writer with ``synchronous=FULL``, so every commit fsyncs the WAL before it returns
   (a record survives an OS crash, not only a process crash). Appenders share commits:
   whoever finds no commit in flight takes every pending record, writes them in one
-  transaction and one fsync, and wakes the others (group commit, no extra thread);
+  transaction and one fsync, and wakes the others (group commit, no extra thread). While
+  appenders are concurrent, a leader waits up to 0.2 ms for the last commit's appenders to
+  queue again, so that each shares the next commit instead of waiting for two;
 - a reader, so a long query never holds up an append (WAL readers do not block writers).
 
 The table is append-only (triggers refuse UPDATE and DELETE). Queries return the newest
