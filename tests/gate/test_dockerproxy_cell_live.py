@@ -14,7 +14,7 @@ import docker
 import pytest
 import yaml
 
-from livecell import DEMO_IMAGE, Server, free_port, remove_labelled
+from livecell import DEMO_IMAGE, Server, free_port, remove_labelled, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +55,7 @@ def _spec(tenant: str, cell: str, containers: int = 2) -> str:
 class Cell:
     tenant: str
     agent: Any
+    server: Server
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         """A Docker Engine API call from inside the agent, through its DOCKER_HOST."""
@@ -95,7 +96,7 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cell, Cell
             status = srv.cli("status", f"{tenant}/{cell}", check=True).stdout
             assert "its own containers through agentcell-" in status
             assert "at most 2 containers" in status
-            out.append(Cell(tenant, agent))
+            out.append(Cell(tenant, agent, srv))
         yield out[0], out[1]
         # Removing a cell removes the containers its agent made.
         for c in out:
@@ -240,3 +241,27 @@ def test_the_stock_docker_cli_works_inside_the_cell(cells: tuple[Cell, Cell]) ->
 
 def them_not_in(listing: str, them: Cell) -> bool:
     return them.agent.name not in listing
+
+
+def test_each_docker_api_request_is_one_audit_record(cells: tuple[Cell, Cell]) -> None:
+    me, _ = cells
+    marker = secrets.token_hex(4)
+    paths = [f"/v1.41/containers/{marker}-{i}/json" for i in range(5)]
+    for path in paths:
+        assert me.api("GET", path)[0] == 404
+    assert me.api("POST", f"/v1.41/networks/create?{marker}", {"Name": "escape"})[0] == 403
+
+    def records() -> list[dict[str, Any]]:
+        res = me.server.cli(
+            "audit", "-k", "docker", "--cell", f"{me.tenant}/a", "--limit", "1000", "-o", "json"
+        )
+        assert res.returncode == 0, res.stderr
+        return [r for r in json.loads(res.stdout) if marker in r["details"]["path"]]
+
+    got = wait_for(lambda: len(records()) >= 6 and records(), 30, "the proxy's records")
+    assert isinstance(got, list)
+    assert sorted(r["details"]["path"] for r in got) == sorted(
+        [*paths, f"/v1.41/networks/create?{marker}"]
+    )
+    assert {(r["actor"], r["kind"]) for r in got} == {("docker-proxy", "docker")}
+    assert [r["decision"] for r in got if "networks" in r["details"]["path"]] == ["deny"]

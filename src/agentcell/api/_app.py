@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterator
-from typing import Annotated, Any
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -15,7 +17,17 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from agentcell import __version__
-from agentcell.control import AuditRecord, ControlPlane, GcResult
+from agentcell.control import (
+    TIME_FORMS,
+    AuditLog,
+    AuditQuery,
+    AuditRecord,
+    ControlPlane,
+    GcResult,
+    csv_header,
+    csv_rows,
+    parse_time,
+)
 from agentcell.errors import (
     AgentcellError,
     ConflictError,
@@ -329,35 +341,18 @@ def create_app(plane: ControlPlane) -> FastAPI:
         """The gate's decision records for one cell; ``follow`` streams NDJSON as they come."""
         plane.cell(visible_cell(caller, tenant, name))  # 404 for an unknown cell
 
-        def records(after_id: int, count: int) -> list[AuditRecord]:
-            return plane.store.audit_records(
-                tenant=tenant,
-                cell=name,
-                kind="egress",
-                decision="deny" if denied else None,
-                after_id=after_id,
-                limit=count,
-            )
-
-        first = records(0, limit)
+        query = AuditQuery(
+            tenant=tenant,
+            cell=name,
+            kinds=("egress",),
+            decision="deny" if denied else None,
+            limit=limit,
+        )
+        first = plane.store.audit_log.query(query)
         if not follow:
             return [r.__dict__ for r in first]
-
-        def stream() -> Iterator[bytes]:
-            last = first[-1].id if first else plane.store.last_audit_id()
-            for r in first:
-                yield json.dumps(r.__dict__).encode() + b"\n"
-            while True:
-                plane.store.wait_audit(last, timeout=15)
-                new = records(last, 1000)
-                if not new:
-                    last = max(last, plane.store.last_audit_id())
-                    yield b"\n"  # keepalive; also notices a client that went away
-                for r in new:
-                    last = r.id
-                    yield json.dumps(r.__dict__).encode() + b"\n"
-
-        return StreamingResponse(stream(), media_type="application/x-ndjson")
+        stream = _follow(plane.store.audit_log, query, first, _ndjson_chunk)
+        return StreamingResponse(stream, media_type="application/x-ndjson")
 
     @app.get("/v1/gc")
     def gc_dry_run(
@@ -379,26 +374,98 @@ def create_app(plane: ControlPlane) -> FastAPI:
             plane.gc(apply=True, actor=caller.actor, tenant=tenant, all_tenants=all_tenants)
         )
 
-    @app.get("/v1/audit")
+    @app.get("/v1/audit", response_model=None)
     def audit(
         caller: Caller,
         tenant: str | None = None,
         cell: str | None = None,
-        kind: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    ) -> list[dict[str, Any]]:
-        """Audit records, newest last; a tenant token sees its own tenant's records only."""
-        return [
-            r.__dict__
-            for r in plane.store.audit_records(
-                tenant=scoped_tenant(caller, tenant), cell=cell, kind=kind, limit=limit
-            )
-        ]
+        kind: Annotated[
+            list[str] | None, Query(description="repeatable: any of these kinds")
+        ] = None,
+        since: Annotated[str | None, Query(description=f"from: {TIME_FORMS}")] = None,
+        until: Annotated[str | None, Query(description=f"to: {TIME_FORMS}")] = None,
+        denied: bool = False,
+        actor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+        follow: bool = False,
+        format: Literal["json", "ndjson", "csv"] = "json",
+    ) -> list[dict[str, Any]] | StreamingResponse:
+        """The audit trail: the newest ``limit`` matching records, oldest first.
+
+        ``follow`` keeps the response open and streams each new match as it is stored
+        (NDJSON, or CSV rows with ``format=csv``); an empty line every 15 s keeps it alive."""
+        query = AuditQuery(
+            tenant=scoped_tenant(caller, tenant),
+            cell=cell,
+            kinds=tuple(kind or ()),
+            decision="deny" if denied else None,
+            actor=actor,
+            since=_time_param("since", since),
+            until=_time_param("until", until),
+            limit=limit,
+        )
+        first = plane.store.audit_log.query(query)
+        if format == "json" and not follow:
+            return [r.__dict__ for r in first]
+        render = _csv_chunk if format == "csv" else _ndjson_chunk
+        head = [csv_header().encode()] if format == "csv" else []
+        body = (
+            _follow(plane.store.audit_log, query, first, render)
+            if follow
+            else iter([render(first)])
+        )
+        media = "text/csv" if format == "csv" else "application/x-ndjson"
+        return StreamingResponse(_chain(head, body), media_type=media)
 
     from agentcell.api._secrets import add_secret_routes
 
     add_secret_routes(app, plane)
     return app
+
+
+def _time_param(name: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_time(text, time.time())
+    except ValueError as e:
+        raise HTTPException(
+            422, detail={"error": "invalid time", "reason": f"{name}: {e}"}
+        ) from None
+
+
+def _ndjson_chunk(records: list[AuditRecord]) -> bytes:
+    return b"".join(json.dumps(r.__dict__).encode() + b"\n" for r in records)
+
+
+def _csv_chunk(records: list[AuditRecord]) -> bytes:
+    return csv_rows(records).encode()
+
+
+def _chain(head: list[bytes], body: Iterator[bytes]) -> Iterator[bytes]:
+    yield from head
+    yield from body
+
+
+def _follow(
+    log: AuditLog,
+    query: AuditQuery,
+    first: list[AuditRecord],
+    render: Callable[[list[AuditRecord]], bytes],
+) -> Iterator[bytes]:
+    """``first``, then every newer record matching ``query`` as it is stored, forever."""
+    last = first[-1].id if first else log.last_id()
+    if first:
+        yield render(first)
+    while True:
+        log.wait(last, timeout=15)
+        new = log.query(replace(query, after_id=last, limit=1000))
+        if not new:
+            last = max(last, log.last_id())
+            yield b"\n"  # keepalive; also notices a client that went away
+            continue
+        last = new[-1].id
+        yield render(new)
 
 
 def _gc_json(result: GcResult) -> dict[str, Any]:

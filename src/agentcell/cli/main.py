@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentcell import __version__
+from agentcell.cli._audit_cmd import audit as audit_cmd
 from agentcell.cli._client import FLAGS, Client, default_state_dir
 from agentcell.errors import AgentcellError, SpecError
 from agentcell.spec import Agent, Tenant, format_bytes, json_schema, load_file
@@ -34,6 +35,7 @@ egress_app = typer.Typer(no_args_is_help=True, help="What a cell's egress gate d
 app.add_typer(egress_app, name="egress")
 policy_app = typer.Typer(no_args_is_help=True, help="Egress policy, checked offline.")
 app.add_typer(policy_app, name="policy")
+app.command(name="audit")(audit_cmd)
 # Piped output is not cut at 80 columns: tables stay one row per cell for grep and scripts.
 out = Console(width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)

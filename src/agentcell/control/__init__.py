@@ -1,5 +1,14 @@
 """The control plane: store, reconciler, health probes, audit, tokens."""
 
+from agentcell.control._audit import (
+    TIME_FORMS,
+    AuditLog,
+    AuditQuery,
+    csv_header,
+    csv_rows,
+    parse_time,
+    rfc3339,
+)
 from agentcell.control._auth import (
     TOKEN_FILE,
     Authenticator,
@@ -15,8 +24,11 @@ from agentcell.control._reconciler import Reconciler, ReconcilerConfig
 from agentcell.control._store import AuditRecord, CellStatus, Store
 
 __all__ = [
+    "TIME_FORMS",
     "TOKEN_FILE",
     "ApplyResult",
+    "AuditLog",
+    "AuditQuery",
     "AuditRecord",
     "Authenticator",
     "CellStatus",
@@ -30,5 +42,9 @@ __all__ = [
     "Store",
     "TenantTokens",
     "check_webhook",
+    "csv_header",
+    "csv_rows",
     "ensure_admin_token",
+    "parse_time",
+    "rfc3339",
 ]

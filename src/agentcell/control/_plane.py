@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentcell.control._auth import (
+    TOKEN_FILE,
     Authenticator,
     GateTokens,
     IssuedToken,
@@ -79,8 +80,12 @@ class ControlPlane:
         key_from_env(os.environ)
         secrets_root = config.secrets_dir or default_secrets_dir(config.state_dir)
         check_tmpfs(secrets_root, Path("/proc/self/mountinfo").read_text())
+        new_token = not (config.state_dir / TOKEN_FILE).exists()
         self.token = ensure_admin_token(config.state_dir)
         self.store = Store(config.state_dir / "agentcell.db")
+        if new_token:
+            what = "admin token created"
+            self.store.audit(AuditRecord("", "", "serve", "token", "allow", what, {}))
         self.auth = Authenticator(self.store, self.token)
         self.tokens = TenantTokens(self.store)
         self.secrets = Secrets(self.store, SecretBox(load_key(config.state_dir)))

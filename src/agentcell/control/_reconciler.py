@@ -98,7 +98,8 @@ class Reconciler:
         self._handed_out: set[str] = set()
         self._repairs: dict[CellKey, tuple[int, float]] = {}
         """Cells whose repair deploy failed: (failures in a row, earliest next try)."""
-        self._followers: dict[CellKey, str] = {}
+        self._followers: dict[tuple[str, str, str], str] = {}
+        """(tenant, cell, role) -> the id of the sidecar whose records a thread copies."""
         self._followers_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -593,48 +594,50 @@ class Reconciler:
     # -- egress decision records --------------------------------------------------------------
 
     def _follow_gates(self, observed: dict[CellKey, ObservedCell]) -> None:
-        """One follower per running gate, copying its decision records into the audit trail."""
+        """One follower per running sidecar that decides (egress gate, docker proxy), copying
+        its decision records into the audit trail."""
         for key, cell in observed.items():
-            gate = cell.gate
-            if gate is None or gate.state != "running":
-                continue
-            with self._followers_lock:
-                if self._followers.get(key) == gate.id:
+            for role in _RECORDING_ROLES:
+                sidecar = cell.role(role)
+                if sidecar is None or sidecar.state != "running":
                     continue
-                self._followers[key] = gate.id
-            threading.Thread(
-                target=self._follow, args=(key, gate.id), name="agentcell-egress-log", daemon=True
-            ).start()
+                with self._followers_lock:
+                    if self._followers.get((*key, role)) == sidecar.id:
+                        continue
+                    self._followers[(*key, role)] = sidecar.id
+                threading.Thread(
+                    target=self._follow,
+                    args=(key, role, sidecar.id),
+                    name=f"agentcell-{role}-log",
+                    daemon=True,
+                ).start()
 
-    def _follow(self, key: CellKey, gate_id: str) -> None:
-        last = max(self.store.last_audit_time(key, k) for k in ("egress", "isolation"))
+    def _follow(self, key: CellKey, role: str, sidecar_id: str) -> None:
+        kinds = _RECORDING_ROLES[role]
+        # Records up to the newest stored one were copied before (by an earlier follower).
+        # Only that mark is skipped: records of the same millisecond within the stream are
+        # distinct requests, each kept.
+        mark = self.store.audit_log.last_time(*key, kinds)
+        parse = _egress_record if role == "egress" else _docker_record
         try:
-            for line in _lines(self.driver.gate_logs(key, since=int(last))):
-                record = _egress_record(line)
-                if record is None or record.time <= last:
-                    continue
-                last = record.time
-                self.store.audit(
-                    AuditRecord(
-                        key[0],
-                        key[1],
-                        "egress-gate",
-                        record.kind,
-                        record.decision,
-                        record.reason,
-                        record.details,
-                        record.time,
-                    )
-                )
+            chunks = self.driver.sidecar_logs(key, role, since=int(mark))
+            for lines in _line_batches(chunks):
+                batch = [
+                    AuditRecord(*key, r.actor, r.kind, r.decision, r.reason, r.details, r.time)
+                    for r in map(parse, lines)
+                    if r is not None and r.time > mark
+                ]
+                if batch:
+                    self.store.audit_many(batch)
         except AgentcellError as e:
-            log.info("stopped following the gate of %s/%s: %s", *key, e)
+            log.info("stopped following the %s of %s/%s: %s", role, *key, e)
         except Exception as e:  # the engine went away mid-stream; the next pass starts again
-            log.warning("lost the decision records of %s/%s: %s", *key, e)
+            log.warning("lost the %s records of %s/%s: %s", role, *key, e)
             self._stop.wait(1.0)  # do not spin on an engine that keeps failing
         finally:
             with self._followers_lock:
-                if self._followers.get(key) == gate_id:
-                    del self._followers[key]
+                if self._followers.get((*key, role)) == sidecar_id:
+                    del self._followers[(*key, role)]
             if not self._stop.is_set():
                 self.wake()
 
@@ -806,13 +809,14 @@ def _progress(st: CellStatus, stuck: tuple[str, ...]) -> Progress:
     )
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
+def _line_batches(chunks: Iterator[bytes]) -> Iterator[list[str]]:
+    """The complete lines each chunk ends, as one batch per chunk (one commit per batch)."""
     buf = b""
     for chunk in chunks:
         buf += chunk
         *done, buf = buf.split(b"\n")
-        for line in done:
-            yield line.decode(errors="replace")
+        if done:
+            yield [line.decode(errors="replace") for line in done]
 
 
 def _egress_record(line: str) -> AuditRecord | None:
@@ -829,6 +833,24 @@ def _egress_record(line: str) -> AuditRecord | None:
     # traffic (whoever sends it: it stays in the trail either way).
     kind = "isolation" if details.get("host") == CANARY_HOST else "egress"
     return AuditRecord("", "", "egress-gate", kind, decision, reason, details, when)
+
+
+def _docker_record(line: str) -> AuditRecord | None:
+    """A docker proxy's JSON decision line as an audit record of kind ``docker``."""
+    try:
+        data = json.loads(line)
+        when = datetime.fromisoformat(str(data["time"]).replace("Z", "+00:00")).timestamp()
+        decision = "allow" if data["decision"] == "allow" else "deny"
+        reason = str(data["reason"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    drop = ("time", "decision", "reason", "tenant", "cell")
+    details = {k: v for k, v in data.items() if k not in drop}
+    return AuditRecord("", "", "docker-proxy", "docker", decision, reason, details, when)
+
+
+_RECORDING_ROLES = {"egress": ("egress", "isolation"), "dockerproxy": ("docker",)}
+"""Sidecars whose stdout carries decision records, and the audit kinds those records get."""
 
 
 class _HealthTracker:

@@ -1,4 +1,4 @@
-"""The embedded SQLite store: desired state, cell status, and the append-only audit trail."""
+"""The embedded SQLite store: desired state and cell status; the audit trail is ``_audit``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentcell.control._audit import AuditLog, AuditQuery, AuditRecord
 from agentcell.errors import StoreError
 from agentcell.plan import Attempt, CellKey, DesiredCell
 from agentcell.policy import StoredToken
@@ -57,18 +58,6 @@ CREATE TABLE IF NOT EXISTS status (
     version INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, name)
 );
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    time REAL NOT NULL,
-    tenant TEXT NOT NULL,
-    cell TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    details TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_cell ON audit (tenant, cell, id);
 -- Counts writes to cells and tenants, so a reader knows when its parsed copy is stale.
 CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
 INSERT OR IGNORE INTO changes(id, n) VALUES (1, 0);
@@ -93,10 +82,6 @@ CREATE TABLE IF NOT EXISTS secrets (
     updated REAL NOT NULL,
     PRIMARY KEY (tenant, name)
 );
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 """
 
 # Tenant tokens: only a hash of each secret is kept.
@@ -152,21 +137,6 @@ class SecretRow:
     updated: float
 
 
-@dataclass(frozen=True)
-class AuditRecord:
-    """One decision anywhere: lifecycle action, API call, authentication."""
-
-    tenant: str
-    cell: str
-    actor: str
-    kind: str
-    decision: str
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-    time: float = 0.0
-    id: int = 0
-
-
 class Store:
     """Thread-safe: one connection, serialised by a lock; WAL journal; durable commits."""
 
@@ -187,6 +157,8 @@ class Store:
             self._migrate()
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open the state store {path}: {e}") from None
+        self.audit_log = AuditLog(path)
+        """The append-only audit trail, on connections of its own (durable group commits)."""
 
     def _migrate(self) -> None:
         """Add the columns a store made by an older release lacks (data is kept)."""
@@ -213,6 +185,7 @@ class Store:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     def close(self) -> None:
+        self.audit_log.close()
         with self._lock:
             self._db.close()
 
@@ -572,77 +545,44 @@ class Store:
             db.execute("DELETE FROM secrets WHERE tenant=? AND name=?", (tenant, name))
             return int(row[0]) if row else 0
 
-    # -- audit ---------------------------------------------------------------------------------
+    # -- audit (delegated to the trail's own module) ------------------------------------------
 
     def audit(self, record: AuditRecord) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO audit(time, tenant, cell, actor, kind, decision, reason, details) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    record.time or time.time(),
-                    record.tenant,
-                    record.cell,
-                    record.actor,
-                    record.kind,
-                    record.decision,
-                    record.reason,
-                    json.dumps(record.details, sort_keys=True),
-                ),
-            )
-            self.changed.notify_all()
+        """Append one record; returns once it is fsynced."""
+        self.audit_log.append(record)
+
+    def audit_many(self, records: list[AuditRecord]) -> None:
+        """Append records in order, in one durable commit (shared with concurrent appenders)."""
+        self.audit_log.append_many(records)
 
     def wait_audit(self, after_id: int, timeout: float) -> None:
         """Block until an audit record newer than ``after_id`` exists, or timeout."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                rows = self._query("SELECT MAX(id) FROM audit")
-                remaining = deadline - time.monotonic()
-                if (rows[0][0] or 0) > after_id or remaining <= 0:
-                    return
-                self.changed.wait(remaining)
+        self.audit_log.wait(after_id, timeout)
 
     def last_audit_id(self) -> int:
-        return int(self._query("SELECT MAX(id) FROM audit")[0][0] or 0)
+        return self.audit_log.last_id()
 
     def last_audit_time(self, key: CellKey, kind: str) -> float:
-        rows = self._query(
-            "SELECT MAX(time) FROM audit WHERE tenant=? AND cell=? AND kind=?", (*key, kind)
-        )
-        return float(rows[0][0] or 0.0)
+        return self.audit_log.last_time(key[0], key[1], (kind,))
 
     def audit_records(
         self,
         *,
         tenant: str | None = None,
         cell: str | None = None,
-        kind: str | None = None,
+        kind: str | tuple[str, ...] | None = None,
         decision: str | None = None,
+        actor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
         limit: int = 100,
         after_id: int = 0,
     ) -> list[AuditRecord]:
-        sql = (
-            "SELECT id, time, tenant, cell, actor, kind, decision, reason, details "
-            "FROM audit WHERE id > ?"
+        """The newest ``limit`` matches in id order; after ``after_id``: the oldest newer ones."""
+        kinds = (kind,) if isinstance(kind, str) else tuple(kind or ())
+        return self.audit_log.query(
+            AuditQuery(tenant, cell, kinds, decision, actor, since, until, limit, after_id)
         )
-        args: list[Any] = [after_id]
-        filters = (("tenant", tenant), ("cell", cell), ("kind", kind), ("decision", decision))
-        for col, val in filters:
-            if val is not None:
-                sql += f" AND {col} = ?"
-                args.append(val)
-        # Following (after_id given): the oldest new ones first, none skipped.
-        # Otherwise: the newest ``limit``, in order.
-        sql += " ORDER BY id ASC LIMIT ?" if after_id else " ORDER BY id DESC LIMIT ?"
-        args.append(limit)
-        rows = self._query(sql, tuple(args))
-        if not after_id:
-            rows.reverse()
-        return [
-            AuditRecord(r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[1], r[0])
-            for r in rows
-        ]
 
 
 def _attempts(text: str) -> tuple[Attempt, ...]:

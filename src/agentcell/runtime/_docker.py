@@ -446,9 +446,14 @@ class DockerDriver:
 
     def gate_logs(self, key: CellKey, *, since: int) -> Iterator[bytes]:
         """The gate's decision records (its stdout), following, from ``since`` (unix time)."""
-        gate = self.gates.find(key)
+        return self.sidecar_logs(key, "egress", since=since)
+
+    def sidecar_logs(self, key: CellKey, role: str, *, since: int) -> Iterator[bytes]:
+        """A sidecar's decision records (its stdout: ``egress`` or ``dockerproxy``), following,
+        from ``since`` (unix time)."""
+        gate = self.gates.find(key) if role == "egress" else self.dockerproxies.find(key)
         if gate is None:
-            raise NotFoundError(f"cell {key[0]}/{key[1]} has no egress gate")
+            raise NotFoundError(f"cell {key[0]}/{key[1]} has no {role} sidecar")
         extra = {"since": since} if since > 0 else {}
         out: Iterator[bytes] = gate.logs(
             stream=True, follow=True, stdout=True, stderr=False, **extra
