@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from agentcell.control import Reconciler, Store
-from agentcell.control._reconciler import _docker_record, _egress_record
+from agentcell.control._reconciler import _docker_record, _egress_record, _log_time_ns
 from agentcell.plan import CellKey
 from agentcell.policy import CANARY_HOST
 
@@ -108,18 +108,26 @@ def follow(store: Store, role: str, chunks: list[bytes]) -> FakeDriver:
     return driver
 
 
+def logged(lines: list[str], start: int = 1) -> bytes:
+    """Lines as the engine streams them with timestamps: each prefixed by its write time."""
+    return "".join(
+        f"2026-11-27T10:00:0{(start + i) // 10}.{(start + i) % 10}00000001Z {text}\n"
+        for i, text in enumerate(lines)
+    ).encode()
+
+
 def test_every_docker_proxy_line_lands_once_even_in_the_same_millisecond(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     try:
         same = [docker_line(path=f"/containers/{i}/json") for i in range(3)]
-        text = ("\n".join(same) + "\n").encode()
+        text = logged(same)
         follow(store, "dockerproxy", [text[:50], text[50:]])  # a line split across chunks
         got = store.audit_records(kind="docker")
         assert [r.details["path"] for r in got] == [f"/containers/{i}/json" for i in range(3)]
         assert {(r.tenant, r.cell, r.actor) for r in got} == {("acme", "a", "docker-proxy")}
         # A new follower (the proxy restarted) skips what the trail already holds.
         later = docker_line(time="2026-11-27T10:00:01.000Z", path="/new")
-        driver = follow(store, "dockerproxy", [("\n".join([*same, later]) + "\n").encode()])
+        driver = follow(store, "dockerproxy", [logged([*same, later])])
         assert driver.asked == [(("acme", "a"), "dockerproxy", 1795773600)]
         got = store.audit_records(kind="docker")
         assert [r.details["path"] for r in got][-2:] == ["/containers/2/json", "/new"]
@@ -128,10 +136,56 @@ def test_every_docker_proxy_line_lands_once_even_in_the_same_millisecond(tmp_pat
         store.close()
 
 
+def test_a_long_request_logged_after_shorter_later_ones_is_kept(tmp_path: Path) -> None:
+    """A record carries the time its request began and is logged when it ends: a tunnel
+    open for minutes is logged after requests that began later. None may be dropped, by
+    the first follower or by one that starts again after them."""
+    store = Store(tmp_path / "s.db")
+    try:
+        quick = [line(time=f"2026-11-27T10:00:0{i}.000Z", host=f"q{i}.test") for i in (5, 6)]
+        long_ = line(time="2026-11-27T10:00:01.000Z", host="long.test")
+        follow(store, "egress", [logged(quick)])
+        follow(store, "egress", [logged([*quick, long_])])  # the server restarted meanwhile
+        got = store.audit_records(kind="egress")
+        assert [r.details["host"] for r in got] == ["q5.test", "q6.test", "long.test"]
+        assert got[-1].time < got[0].time  # its own time is the earliest
+        follow(store, "egress", [logged([*quick, long_])])  # nothing new: nothing copied
+        assert len(store.audit_records(kind="egress")) == 3
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("stamp", "ns"),
+    [
+        ("2026-11-27T10:00:00.000000001Z", 1795773600_000000001),
+        ("2026-11-27T10:00:00.5Z", 1795773600_500000000),
+        ("2026-11-27T10:00:00.123456789Z", 1795773600_123456789),
+        ("2026-11-27T10:00:00Z", None),
+        ("2026-11-27T10:00:00.1234567890Z", None),
+        ("2026-11-27T10:00:00.12+01:00", None),
+        ("{json", None),
+        ("", None),
+    ],
+    ids=[
+        "1 ns",
+        "trailing zeros trimmed",
+        "9 digits",
+        "no fraction",
+        "10 digits",
+        "zone",
+        "json",
+        "empty",
+    ],
+)
+def test_log_time_ns(stamp: str, ns: int | None) -> None:
+    assert _log_time_ns(stamp) == ns
+
+
 def test_gate_lines_land_as_egress_records(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     try:
-        follow(store, "egress", [(line() + "\n" + line(host="b.test") + "\n").encode()])
+        follow(store, "egress", [logged([line(), line(host="b.test")])])
         got = store.audit_records(kind="egress")
         assert [r.details["host"] for r in got] == ["example.test", "b.test"]
         assert {r.actor for r in got} == {"egress-gate"}

@@ -35,6 +35,7 @@ from agentcell.errors import StoreError
 __all__ = [
     "AUDIT_SCHEMA",
     "CSV_COLUMNS",
+    "LOGGED",
     "TIME_FORMS",
     "AuditLog",
     "AuditQuery",
@@ -44,6 +45,12 @@ __all__ = [
     "parse_time",
     "rfc3339",
 ]
+
+LOGGED = "logged_ns"
+"""Detail of a record copied from a sidecar's log: when the engine wrote that log line (ns).
+
+A sidecar writes a record when its request ends, but stamps it with the time the request
+began, so record times are not in log order; the write times are."""
 
 AUDIT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -420,6 +427,21 @@ class AuditLog:
             (tenant, cell, *kinds),
         )
         return float(rows[0][0] or 0.0)
+
+    def last_logged(self, tenant: str, cell: str, kinds: Sequence[str]) -> int:
+        """Where the newest copied sidecar record of a cell sits in its sidecar's log: the
+        engine's write time of that log line, in ns (0 if none). Records copied by an older
+        release carry no such time; their own time stands in for it."""
+        marks = ",".join("?" * len(kinds))
+        rows = self._read(
+            "SELECT details, time FROM audit WHERE tenant=? AND cell=? "  # noqa: S608
+            f"AND kind IN ({marks}) ORDER BY id DESC LIMIT 1",
+            (tenant, cell, *kinds),
+        )
+        if not rows:
+            return 0
+        logged = json.loads(rows[0][0]).get(LOGGED)
+        return int(logged) if isinstance(logged, int) else int(float(rows[0][1]) * 1e9)
 
     def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self._read_lock:

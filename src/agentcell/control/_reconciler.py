@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from agentcell.control._audit import LOGGED
 from agentcell.control._auth import GateTokens
 from agentcell.control._notify import Notifier
 from agentcell.control._store import AuditRecord, CellStatus, Store
@@ -614,19 +615,25 @@ class Reconciler:
 
     def _follow(self, key: CellKey, role: str, sidecar_id: str) -> None:
         kinds = _RECORDING_ROLES[role]
-        # Records up to the newest stored one were copied before (by an earlier follower).
-        # Only that mark is skipped: records of the same millisecond within the stream are
-        # distinct requests, each kept.
-        mark = self.store.audit_log.last_time(*key, kinds)
+        # Lines up to the newest one copied before (by an earlier follower) are skipped,
+        # by the engine's write time of each line: a record's own time is when its request
+        # began, so a long request ends (and is logged) after shorter, later ones.
+        mark = self.store.audit_log.last_logged(*key, kinds)
         parse = _egress_record if role == "egress" else _docker_record
         try:
-            chunks = self.driver.sidecar_logs(key, role, since=int(mark))
+            chunks = self.driver.sidecar_logs(key, role, since=mark // 1_000_000_000)
             for lines in _line_batches(chunks):
-                batch = [
-                    AuditRecord(*key, r.actor, r.kind, r.decision, r.reason, r.details, r.time)
-                    for r in map(parse, lines)
-                    if r is not None and r.time > mark
-                ]
+                batch = []
+                for line in lines:
+                    logged, _, text = line.partition(" ")
+                    written = _log_time_ns(logged)
+                    r = parse(text)
+                    if r is None or written is None or written <= mark:
+                        continue
+                    details = {**r.details, LOGGED: written}
+                    batch.append(
+                        AuditRecord(*key, r.actor, r.kind, r.decision, r.reason, details, r.time)
+                    )
                 if batch:
                     self.store.audit_many(batch)
         except AgentcellError as e:
@@ -807,6 +814,20 @@ def _progress(st: CellStatus, stuck: tuple[str, ...]) -> Progress:
         paused=st.state == "paused",
         restart_honoured=st.restart_honoured,
     )
+
+
+def _log_time_ns(stamp: str) -> int | None:
+    """The engine's timestamp of a log line (RFC 3339 with up to 9 fractional digits, as
+    ``docker logs --timestamps`` writes it) in ns since the epoch; None if it is not one."""
+    head, dot, rest = stamp.partition(".")
+    digits, zone = rest[:-1], rest[-1:]
+    if not dot or zone != "Z" or not digits.isdigit() or len(digits) > 9:
+        return None
+    try:
+        seconds = datetime.fromisoformat(head + "+00:00").timestamp()
+    except ValueError:
+        return None
+    return int(seconds) * 1_000_000_000 + int(digits.ljust(9, "0"))
 
 
 def _line_batches(chunks: Iterator[bytes]) -> Iterator[list[str]]:

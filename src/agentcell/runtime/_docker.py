@@ -450,13 +450,13 @@ class DockerDriver:
 
     def sidecar_logs(self, key: CellKey, role: str, *, since: int) -> Iterator[bytes]:
         """A sidecar's decision records (its stdout: ``egress`` or ``dockerproxy``), following,
-        from ``since`` (unix time)."""
+        from ``since`` (unix time), each line prefixed with the engine's write time."""
         gate = self.gates.find(key) if role == "egress" else self.dockerproxies.find(key)
         if gate is None:
             raise NotFoundError(f"cell {key[0]}/{key[1]} has no {role} sidecar")
         extra = {"since": since} if since > 0 else {}
         out: Iterator[bytes] = gate.logs(
-            stream=True, follow=True, stdout=True, stderr=False, **extra
+            stream=True, follow=True, stdout=True, stderr=False, timestamps=True, **extra
         )
         return out
 
