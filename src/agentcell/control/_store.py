@@ -139,6 +139,7 @@ class Store:
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
         self._desired: tuple[tuple[Any, ...], dict[CellKey, DesiredCell]] | None = None
+        self._tenants: tuple[tuple[Any, ...], list[Tenant]] | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -222,10 +223,13 @@ class Store:
         return Tenant.model_validate_json(rows[0][0]) if rows else None
 
     def tenants(self) -> list[Tenant]:
-        return [
-            Tenant.model_validate_json(r[0])
-            for r in self._query("SELECT spec FROM tenants ORDER BY name")
-        ]
+        """Every tenant, by name. Parsed once per change of the cells or tenants tables."""
+        with self._lock:
+            stamp = self._stamp()
+            if self._tenants is None or self._tenants[0] != stamp:
+                rows = self._query("SELECT spec FROM tenants ORDER BY name")
+                self._tenants = (stamp, [Tenant.model_validate_json(r[0]) for r in rows])
+            return list(self._tenants[1])
 
     def delete_tenant(self, name: str) -> None:
         with self._tx() as db:
@@ -295,12 +299,17 @@ class Store:
             db.execute("DELETE FROM status WHERE tenant=? AND name=?", key)
             self.changed.notify_all()
 
-    def desired(self) -> dict[CellKey, DesiredCell]:
-        """Every stored cell. Parsed once per change of the cells or tenants tables."""
+    def _stamp(self) -> tuple[Any, ...]:
+        """The count of writes to the cells and tenants tables (see the ``changes`` table)."""
+        return self._query("SELECT n FROM changes WHERE id = 1")[0]
+
+    def _current(self) -> dict[CellKey, DesiredCell]:
+        """The parsed desired state, shared (callers must not change it); reparsed after a
+        write to the cells or tenants tables."""
         with self._lock:
-            stamp = self._query("SELECT n FROM changes WHERE id = 1")[0]
+            stamp = self._stamp()
             if self._desired is not None and self._desired[0] == stamp:
-                return dict(self._desired[1])
+                return self._desired[1]
             rows = self._query(
                 "SELECT c.spec, c.spec_hash, c.generation, c.subnet, c.deleted, c.keep_workspace, "
                 "c.created, c.policy, c.policy_digest, c.paused OR COALESCE(t.paused, 0) "
@@ -322,7 +331,11 @@ class Store:
                     bool(paused),
                 )
             self._desired = (stamp, out)
-            return dict(out)
+            return out
+
+    def desired(self) -> dict[CellKey, DesiredCell]:
+        """Every stored cell. Parsed once per change of the cells or tenants tables."""
+        return dict(self._current())
 
     def set_paused(self, key: CellKey, paused: bool) -> bool:
         """The kill switch of one cell; True if it changed."""
@@ -347,45 +360,35 @@ class Store:
         return bool(rows and rows[0][0])
 
     def cell(self, key: CellKey) -> DesiredCell | None:
-        return (
-            self.desired().get(key)
-            if self._query("SELECT 1 FROM cells WHERE tenant=? AND name=?", key)
-            else None
-        )
+        return self._current().get(key)
 
     def subnets(self) -> list[str]:
         return [r[0] for r in self._query("SELECT subnet FROM cells")]
 
     # -- status --------------------------------------------------------------------------------
 
+    _STATUS_COLUMNS = (
+        "state, health, reason, since, observed_generation, failed_generation, "
+        "container_id, ip, restarts, policy_digest, version, rung, breach, health_reason"
+    )
+
     def status(self, key: CellKey) -> CellStatus:
         rows = self._query(
-            "SELECT state, health, reason, since, observed_generation, failed_generation, "
-            "container_id, ip, restarts, policy_digest, version, rung, breach, health_reason "
-            "FROM status WHERE tenant=? AND name=?",
+            f"SELECT {self._STATUS_COLUMNS} FROM status WHERE tenant=? AND name=?",  # noqa: S608
             key,
         )
-        if not rows:
-            return CellStatus(*key)
-        r = rows[0]
-        return CellStatus(
-            key[0],
-            key[1],
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            r[7],
-            _attempts(r[8]),
-            r[9],
-            r[10],
-            r[11],
-            r[12],
-            r[13],
+        return _status(key, rows[0]) if rows else CellStatus(*key)
+
+    def statuses(self, tenant: str | None = None) -> dict[CellKey, CellStatus]:
+        """Every stored status (of one tenant, if given) in one query; a cell missing here
+        has the default status, as ``status`` gives it."""
+        sql = f"SELECT tenant, name, {self._STATUS_COLUMNS} FROM status"  # noqa: S608
+        rows = (
+            self._query(sql + " WHERE tenant=?", (tenant,))
+            if tenant is not None
+            else self._query(sql)
         )
+        return {(r[0], r[1]): _status((r[0], r[1]), r[2:]) for r in rows}
 
     def set_status(self, key: CellKey, **changes: Any) -> CellStatus:
         """Update some status fields; bumps ``version`` and wakes waiters when anything changed."""
@@ -511,6 +514,27 @@ class Store:
             AuditRecord(r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[1], r[0])
             for r in rows
         ]
+
+
+def _status(key: CellKey, r: tuple[Any, ...]) -> CellStatus:
+    return CellStatus(
+        key[0],
+        key[1],
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        _attempts(r[8]),
+        r[9],
+        r[10],
+        r[11],
+        r[12],
+        r[13],
+    )
 
 
 def _attempts(text: str) -> tuple[Attempt, ...]:
