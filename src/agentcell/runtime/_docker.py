@@ -161,9 +161,12 @@ class DockerDriver:
 
     def agent_container(self, key: CellKey) -> Container:
         """The cell's agent container (the running one if several), or NotFoundError."""
-        found = self.client.containers.list(
-            all=True, filters={"label": cell_labels(key, "agent")}, ignore_removed=True
-        )
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": cell_labels(key, "agent")}, ignore_removed=True
+            )
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
         if not found:
             raise NotFoundError(f"cell {key[0]}/{key[1]} has no agent container")
         found.sort(key=lambda c: c.status != "running")
@@ -518,11 +521,21 @@ class DockerDriver:
         return removed
 
     def logs(self, key: CellKey, *, follow: bool, tail: int | None) -> Iterator[bytes]:
+        """The agent's output. The container is found before this returns (NotFoundError
+        then, not in the middle of a response that has already said 200)."""
         c = self.agent_container(key)
-        out = c.logs(
-            stream=True, follow=follow, tail=tail if tail is not None else "all", timestamps=False
-        )
-        yield from out
+        try:
+            out = c.logs(
+                stream=True,
+                follow=follow,
+                tail=tail if tail is not None else "all",
+                timestamps=False,
+            )
+        except docker.errors.NotFound:
+            raise NotFoundError(f"cell {key[0]}/{key[1]} has no agent container") from None
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
+        return iter(out)
 
     def exec(
         self, key: CellKey, command: list[str], *, user: str
