@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field, TypeAdapter
 
 from agentcell import __version__
 from agentcell.control import AuditRecord, ControlPlane, GcResult, check_token
@@ -122,17 +122,20 @@ def create_app(plane: ControlPlane) -> FastAPI:
         result = plane.apply(body.yaml, body.source, actor)
         return {"tenants": result.tenants, "cells": result.cells}
 
-    @app.get("/v1/tenants")
-    def tenants(_: Actor) -> list[dict[str, Any]]:
-        return [t.model_dump(mode="json", by_alias=True) for t in plane.store.tenants()]
+    # The two lists are encoded here in one pass: FastAPI would first validate every item
+    # against ``list[dict[str, Any]]`` (a third of the time at 1,000 cells). The documented
+    # response schema stays the same through ``response_model``.
+    @app.get("/v1/tenants", response_model=list[dict[str, Any]])
+    def tenants(_: Actor) -> Response:
+        return _json([t.model_dump(mode="json", by_alias=True) for t in plane.store.tenants()])
 
     @app.delete("/v1/tenants/{tenant}", status_code=204)
     def delete_tenant(tenant: str, actor: Actor) -> None:
         plane.remove_tenant(tenant, actor)
 
-    @app.get("/v1/cells")
-    def cells(_: Actor, tenant: str | None = None) -> list[dict[str, Any]]:
-        return plane.cells(tenant)
+    @app.get("/v1/cells", response_model=list[dict[str, Any]])
+    def cells(_: Actor, tenant: str | None = None) -> Response:
+        return _json(plane.cells(tenant))
 
     @app.get("/v1/cells/{tenant}/{name}")
     def cell(tenant: str, name: str, _: Actor) -> dict[str, Any]:
@@ -278,6 +281,13 @@ def create_app(plane: ControlPlane) -> FastAPI:
         ]
 
     return app
+
+
+_LIST = TypeAdapter(list[dict[str, Any]])
+
+
+def _json(items: list[dict[str, Any]]) -> Response:
+    return Response(_LIST.dump_json(items), media_type="application/json")
 
 
 def _gc_json(result: GcResult) -> dict[str, Any]:

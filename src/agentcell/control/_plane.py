@@ -293,11 +293,12 @@ class ControlPlane:
 
         Two store reads whatever the number of cells: the desired state and the statuses."""
         statuses = self.store.statuses(tenant)
-        out = []
-        for key, want in sorted(self.store.desired().items()):
-            if tenant is None or key[0] == tenant:
-                out.append(self._summary(want, statuses.get(key) or CellStatus(*key)))
-        return out
+        pending = CellStatus("", "")  # no status row yet; _summary reads no names from it
+        return [
+            self._summary(want, statuses.get(key, pending), key)
+            for key, want in sorted(self.store.desired().items())
+            if tenant is None or key[0] == tenant
+        ]
 
     def cell(self, key: CellKey) -> dict[str, Any]:
         want = self.store.cell(key)
@@ -360,8 +361,11 @@ class ControlPlane:
         out["attempts"] = [{"time": a.time, "step": a.step} for a in st.attempts]
         return out
 
-    def _summary(self, want: DesiredCell, st: CellStatus) -> dict[str, Any]:
-        key, agent, generation, created = want.key, want.agent, want.generation, want.created
+    def _summary(
+        self, want: DesiredCell, st: CellStatus, key: CellKey | None = None
+    ) -> dict[str, Any]:
+        key = key or want.key
+        agent, generation, created = want.agent, want.generation, want.created
         want_paused = want.paused
         r = agent.spec.resources
         return {
