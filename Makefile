@@ -44,6 +44,7 @@ bench: images
 	@$(VENV)/bin/python bench/recovery.py
 	@$(VENV)/bin/python bench/idle.py
 	@$(VENV)/bin/python bench/canary.py
+	@$(VENV)/bin/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
