@@ -528,6 +528,18 @@ def test_the_desired_state_is_reparsed_after_every_write(store: Store) -> None:
     assert store.cell(KEY) is None
 
 
+def test_a_write_parses_again_only_the_specs_that_changed(store: Store) -> None:
+    store.put_tenant(make_tenant())
+    put(store, make_agent())
+    put(store, make_agent("other"))
+    first = store.desired()
+    put(store, make_agent(env={"B": "2"}))
+    second = store.desired()
+    assert second[("acme", "other")].agent is first[("acme", "other")].agent
+    assert second[KEY].agent is not first[KEY].agent
+    assert second[KEY].agent.spec.env == {"B": "2"}
+
+
 def test_a_cell_read_sees_every_write_and_callers_cannot_change_the_parsed_copy(
     store: Store,
 ) -> None:

@@ -140,6 +140,8 @@ class Store:
         self.changed = threading.Condition(self._lock)
         self._desired: tuple[tuple[Any, ...], dict[CellKey, DesiredCell]] | None = None
         self._tenants: tuple[tuple[Any, ...], list[Tenant]] | None = None
+        self._agents: dict[str, Agent] = {}
+        """The parsed agents of the last parse, by their stored spec text."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -304,8 +306,8 @@ class Store:
         return self._query("SELECT n FROM changes WHERE id = 1")[0]
 
     def _current(self) -> dict[CellKey, DesiredCell]:
-        """The parsed desired state, shared (callers must not change it); reparsed after a
-        write to the cells or tenants tables."""
+        """The parsed desired state, shared (callers must not change it); read again after
+        a write to the cells or tenants tables, parsing only the specs that changed."""
         with self._lock:
             stamp = self._stamp()
             if self._desired is not None and self._desired[0] == stamp:
@@ -316,8 +318,11 @@ class Store:
                 "FROM cells c LEFT JOIN tenants t ON t.name = c.tenant"
             )
             out = {}
+            known, self._agents = self._agents, {}
             for spec, h, gen, subnet, deleted, keep, created, policy, digest, paused in rows:
-                agent = Agent.model_validate_json(spec)
+                # Only a spec whose text changed is parsed again: one write, one parse.
+                agent = known.get(spec) or Agent.model_validate_json(spec)
+                self._agents[spec] = agent
                 out[(agent.tenant, agent.name)] = DesiredCell(
                     agent,
                     h,
