@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -132,6 +133,8 @@ def main() -> None:
             server.wait(60)
         except subprocess.TimeoutExpired:
             server.kill()
+            server.wait(10)
+        shutil.rmtree(state, ignore_errors=True)
     out = Path(args.output)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
