@@ -45,6 +45,7 @@ bench: images
 	@$(VENV)/bin/python bench/idle.py
 	@$(VENV)/bin/python bench/canary.py
 	@$(VENV)/bin/python bench/audit.py
+	@$(VENV)/bin/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -77,6 +77,10 @@ def test_deploy_runs_a_hardened_cell_and_every_command_works(
 
     status = server.cli("status", ref, check=True)
     assert "✗" not in status.stdout and "all capabilities dropped" in status.stdout
+    got = server.api("GET", f"/v1/cells/{ref}").json()  # one engine list + one inspect
+    assert (got["container"]["id"], got["container"]["name"]) == (c.id, c.name)
+    assert got["container"]["network"] == network
+    assert got["hardening"] and all(h["ok"] for h in got["hardening"])
 
     ex = server.cli("exec", ref, "--", "python3", "-c", "import os; print(os.getuid())", check=True)
     assert ex.stdout.strip() == "10001"

@@ -261,6 +261,16 @@ def test_status_is_per_cell(store: Store) -> None:
     assert store.status(("acme", "other")).version == 0
 
 
+def test_statuses_reads_what_status_reads_for_every_cell_at_once(store: Store) -> None:
+    keys = [("acme", "a"), ("acme", "b"), ("zeta", "a")]
+    store.set_status(keys[0], state="running", ip="10.0.0.2", attempts=(Attempt(1.0, "restart"),))
+    store.set_status(keys[2], state="failed", breach="reached the host")
+    assert store.statuses() == {k: store.status(k) for k in (keys[0], keys[2])}
+    assert store.statuses("acme") == {keys[0]: store.status(keys[0])}
+    assert store.statuses("nobody") == {}
+    assert keys[1] not in store.statuses()  # no row: the caller's default, as status() gives
+
+
 class SpyCondition(threading.Condition):
     """The store's condition, telling the test each time a waiter blocks on it."""
 
@@ -515,6 +525,46 @@ def test_the_desired_state_is_reparsed_after_every_write(store: Store) -> None:
     assert store.desired()[KEY].deleted
     store.forget(KEY)
     assert store.desired() == {}
+    assert store.cell(KEY) is None
+
+
+def test_a_write_parses_again_only_the_specs_that_changed(store: Store) -> None:
+    store.put_tenant(make_tenant())
+    put(store, make_agent())
+    put(store, make_agent("other"))
+    first = store.desired()
+    put(store, make_agent(env={"B": "2"}))
+    second = store.desired()
+    assert second[("acme", "other")].agent is first[("acme", "other")].agent
+    assert second[KEY].agent is not first[KEY].agent
+    assert second[KEY].agent.spec.env == {"B": "2"}
+
+
+def test_a_cell_read_sees_every_write_and_callers_cannot_change_the_parsed_copy(
+    store: Store,
+) -> None:
+    store.put_tenant(make_tenant())
+    assert store.cell(KEY) is None
+    put(store, make_agent())
+    assert store.cell(KEY) is not None
+    store.desired().clear()  # a caller's copy
+    assert store.cell(KEY) is not None
+    store.set_tenant_paused("acme", True)
+    assert store.cell(KEY).paused  # type: ignore[union-attr]
+
+
+def test_tenants_are_reparsed_after_every_write(store: Store) -> None:
+    store.put_tenant(make_tenant(agents=1))
+    assert [t.spec.quota.agents for t in store.tenants()] == [1]
+    store.tenants().clear()  # a caller's copy
+    store.put_tenant(make_tenant(agents=2))
+    store.put_tenant(make_tenant("beta"))
+    assert [(t.metadata.name, t.spec.quota.agents) for t in store.tenants()] == [
+        ("acme", 2),
+        ("beta", None),
+    ]
+    store.delete_tenant("acme")
+    assert [t.metadata.name for t in store.tenants()] == ["beta"]
 
 
 def test_a_store_from_an_older_release_keeps_its_restart_times(path: Path) -> None:

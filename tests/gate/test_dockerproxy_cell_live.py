@@ -96,6 +96,11 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cell, Cell
             status = srv.cli("status", f"{tenant}/{cell}", check=True).stdout
             assert "its own containers through agentcell-" in status
             assert "at most 2 containers" in status
+            proxy = client.containers.list(
+                filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=dockerproxy"]}
+            )[0]
+            got = srv.api("GET", f"/v1/cells/{tenant}/{cell}").json()
+            assert got["docker"]["proxy"] == f"{proxy.name} ({proxy.status})"
             out.append(Cell(tenant, agent, srv))
         yield out[0], out[1]
         # Removing a cell removes the containers its agent made.

@@ -302,6 +302,17 @@ def test_live_reload_did_not_restart_the_agent(cell: Cell) -> None:
     assert cell.agent.attrs["State"]["StartedAt"] == before
 
 
+def test_the_api_shows_the_gate_by_name_and_state_and_its_policy_loaded(cell: Cell) -> None:
+    gate = docker.from_env().containers.list(
+        all=True, filters={"label": [f"agentcell.tenant={cell.tenant}", "agentcell.role=egress"]}
+    )[0]
+    name = cell.agent.labels["agentcell.cell"]
+    got = cell.server.api("GET", f"/v1/cells/{cell.tenant}/{name}").json()
+    assert got["egress"]["gate"] == f"{gate.name} ({gate.status})"
+    assert got["egress"]["loaded_digest"] == got["egress"]["policy_digest"]
+    assert got["container"]["id"] == cell.agent.id
+
+
 def test_allowed_http_works_for_curl_and_python(cell: Cell) -> None:
     status, body = cell.curl("http://api.allowed.test/")
     assert status == "200"

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field, TypeAdapter
 
 from agentcell import __version__
 from agentcell.control import (
@@ -104,6 +104,11 @@ def visible_tenant(caller: Principal, tenant: str) -> str:
     return tenant
 
 
+def invalid_input(loc: tuple[str, ...], message: str) -> RequestValidationError:
+    """A 422 that says what is wrong, in the same documented shape as the framework's own."""
+    return RequestValidationError([{"loc": loc, "msg": message, "type": "value_error"}])
+
+
 def admin_only(caller: Principal, what: str) -> None:
     if not caller.is_admin:
         raise ForbiddenError(
@@ -185,13 +190,18 @@ def create_app(plane: ControlPlane) -> FastAPI:
         result = plane.apply(body.yaml, body.source, caller.actor, scope=caller.tenant)
         return {"tenants": result.tenants, "cells": result.cells}
 
-    @app.get("/v1/tenants")
-    def tenants(caller: Caller) -> list[dict[str, Any]]:
-        return [
-            t.model_dump(mode="json", by_alias=True)
-            for t in plane.store.tenants()
-            if sees(caller, t.metadata.name)
-        ]
+    # The two lists are encoded here in one pass: FastAPI would first validate every item
+    # against ``list[dict[str, Any]]`` (a third of the time at 1,000 cells). The documented
+    # response schema stays the same through ``response_model``.
+    @app.get("/v1/tenants", response_model=list[dict[str, Any]])
+    def tenants(caller: Caller) -> Response:
+        return _json(
+            [
+                t.model_dump(mode="json", by_alias=True)
+                for t in plane.store.tenants()
+                if sees(caller, t.metadata.name)
+            ]
+        )
 
     @app.post("/v1/tenants", status_code=201)
     def create_tenant(body: TenantCreate, caller: Caller) -> dict[str, Any]:
@@ -244,9 +254,9 @@ def create_app(plane: ControlPlane) -> FastAPI:
         revoked = plane.tokens.revoke(visible_tenant(caller, tenant), token_id, caller.actor)
         return {"token_id": token_id, "revoked": revoked}
 
-    @app.get("/v1/cells")
-    def cells(caller: Caller, tenant: str | None = None) -> list[dict[str, Any]]:
-        return plane.cells(scoped_tenant(caller, tenant))
+    @app.get("/v1/cells", response_model=list[dict[str, Any]])
+    def cells(caller: Caller, tenant: str | None = None) -> Response:
+        return _json(plane.cells(scoped_tenant(caller, tenant)))
 
     @app.get("/v1/cells/{tenant}/{name}")
     def cell(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
@@ -429,9 +439,7 @@ def _time_param(name: str, text: str | None) -> float | None:
     try:
         return parse_time(text, time.time())
     except ValueError as e:
-        raise HTTPException(
-            422, detail={"error": "invalid time", "reason": f"{name}: {e}"}
-        ) from None
+        raise invalid_input(("query", name), str(e)) from None
 
 
 def _ndjson_chunk(records: list[AuditRecord]) -> bytes:
@@ -466,6 +474,13 @@ def _follow(
             continue
         last = new[-1].id
         yield render(new)
+
+
+_LIST = TypeAdapter(list[dict[str, Any]])
+
+
+def _json(items: list[dict[str, Any]]) -> Response:
+    return Response(_LIST.dump_json(items), media_type="application/json")
 
 
 def _gc_json(result: GcResult) -> dict[str, Any]:

@@ -7,10 +7,11 @@ import base64
 import binascii
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from agentcell.api._app import Caller, visible_cell, visible_tenant
+from agentcell.api._app import Caller, invalid_input, visible_cell, visible_tenant
 from agentcell.control import ControlPlane
 from agentcell.errors import InputError
 
@@ -21,8 +22,8 @@ class SecretPut(BaseModel):
     value: str = Field(description="the secret's bytes, base64-encoded (standard alphabet)")
 
 
-def _unprocessable(e: Exception) -> HTTPException:
-    return HTTPException(422, detail={"error": "invalid input", "reason": str(e)})
+def _unprocessable(e: Exception) -> RequestValidationError:
+    return invalid_input(("body", "value"), str(e))
 
 
 def add_secret_routes(app: FastAPI, plane: ControlPlane) -> None:
@@ -35,9 +36,7 @@ def add_secret_routes(app: FastAPI, plane: ControlPlane) -> None:
         try:
             value = base64.b64decode(body.value, validate=True)
         except (binascii.Error, ValueError):
-            raise _unprocessable(
-                ValueError("value: not base64 (standard alphabet, padded)")
-            ) from None
+            raise _unprocessable(ValueError("not base64 (standard alphabet, padded)")) from None
         try:
             return plane.secrets.set(tenant, name, value, caller.actor)
         except InputError as e:

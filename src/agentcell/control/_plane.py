@@ -398,20 +398,27 @@ class ControlPlane:
     # -- reading -------------------------------------------------------------------------------
 
     def cells(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        for key, want in sorted(self.store.desired().items()):
-            if tenant is None or key[0] == tenant:
-                out.append(self._summary(want))
-        return out
+        """Every cell's summary (of one tenant, if given), by tenant and name.
+
+        Two store reads whatever the number of cells: the desired state and the statuses."""
+        statuses = self.store.statuses(tenant)
+        pending = CellStatus("", "")  # no status row yet; _summary reads no names from it
+        return [
+            self._summary(want, statuses.get(key, pending), key)
+            for key, want in sorted(self.store.desired().items())
+            if tenant is None or key[0] == tenant
+        ]
 
     def cell(self, key: CellKey) -> dict[str, Any]:
         want = self.store.cell(key)
         if want is None:
             raise NotFoundError(f"no cell {key[0]}/{key[1]}")
-        out = self._summary(want)
+        st = self.store.status(key)
+        out = self._summary(want, st)
         out["spec"] = want.agent.model_dump(mode="json", by_alias=True)
         out["subnet"] = want.subnet
-        attrs = self.driver.inspect_agent(key)
+        engine = self.driver.cell_containers(key)
+        attrs = engine.agent
         if attrs is not None:
             network = (attrs.get("HostConfig") or {}).get("NetworkMode", "")
             out["hardening"] = [
@@ -431,21 +438,19 @@ class ControlPlane:
                 "network": network,
             }
         if want.policy:
-            gate = self.driver.gates.find(key)
             rules = json.loads(want.policy)
             out["egress"] = {
                 "policy_digest": want.policy_digest,
-                "loaded_digest": self.store.status(key).policy_digest,
+                "loaded_digest": st.policy_digest,
                 "allow": len(rules.get("allow", [])),
                 "deny": len(rules.get("deny", [])),
-                "gate": f"{gate.name} ({gate.status})" if gate is not None else "missing",
+                "gate": engine.gate or "missing",
             }
         docker_access = want.agent.spec.docker
         if docker_access.access == "own":
-            proxy = self.driver.dockerproxies.find(key)
             limits = docker_access.limits
             out["docker"] = {
-                "proxy": f"{proxy.name} ({proxy.status})" if proxy is not None else "missing",
+                "proxy": engine.dockerproxy or "missing",
                 "limits": {
                     "containers": limits.containers,
                     "cpus": limits.cpus,
@@ -468,9 +473,11 @@ class ControlPlane:
         out["attempts"] = [{"time": a.time, "step": a.step} for a in st.attempts]
         return out
 
-    def _summary(self, want: DesiredCell) -> dict[str, Any]:
-        key, agent, generation, created = want.key, want.agent, want.generation, want.created
-        st = self.store.status(key)
+    def _summary(
+        self, want: DesiredCell, st: CellStatus, key: CellKey | None = None
+    ) -> dict[str, Any]:
+        key = key or want.key
+        agent, generation, created = want.agent, want.generation, want.created
         want_paused = want.paused
         r = agent.spec.resources
         return {

@@ -145,6 +145,9 @@ class Store:
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
         self._desired: tuple[tuple[Any, ...], dict[CellKey, DesiredCell]] | None = None
+        self._tenants: tuple[tuple[Any, ...], list[Tenant]] | None = None
+        self._agents: dict[str, Agent] = {}
+        """The parsed agents of the last parse, by their stored spec text."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -234,10 +237,13 @@ class Store:
         return Tenant.model_validate_json(rows[0][0]) if rows else None
 
     def tenants(self) -> list[Tenant]:
-        return [
-            Tenant.model_validate_json(r[0])
-            for r in self._query("SELECT spec FROM tenants ORDER BY name")
-        ]
+        """Every tenant, by name. Parsed once per change of the cells or tenants tables."""
+        with self._lock:
+            stamp = self._stamp()
+            if self._tenants is None or self._tenants[0] != stamp:
+                rows = self._query("SELECT spec FROM tenants ORDER BY name")
+                self._tenants = (stamp, [Tenant.model_validate_json(r[0]) for r in rows])
+            return list(self._tenants[1])
 
     def delete_tenant(self, name: str) -> None:
         with self._tx() as db:
@@ -344,20 +350,28 @@ class Store:
             db.execute("DELETE FROM status WHERE tenant=? AND name=?", key)
             self.changed.notify_all()
 
-    def desired(self) -> dict[CellKey, DesiredCell]:
-        """Every stored cell. Parsed once per change of the cells or tenants tables."""
+    def _stamp(self) -> tuple[Any, ...]:
+        """The count of writes to the cells and tenants tables (see the ``changes`` table)."""
+        return self._query("SELECT n FROM changes WHERE id = 1")[0]
+
+    def _current(self) -> dict[CellKey, DesiredCell]:
+        """The parsed desired state, shared (callers must not change it); read again after
+        a write to the cells or tenants tables, parsing only the specs that changed."""
         with self._lock:
-            stamp = self._query("SELECT n FROM changes WHERE id = 1")[0]
+            stamp = self._stamp()
             if self._desired is not None and self._desired[0] == stamp:
-                return dict(self._desired[1])
+                return self._desired[1]
             rows = self._query(
                 "SELECT c.spec, c.spec_hash, c.generation, c.subnet, c.deleted, c.keep_workspace, "
                 "c.created, c.policy, c.policy_digest, c.paused OR COALESCE(t.paused, 0), "
                 "c.restart_request FROM cells c LEFT JOIN tenants t ON t.name = c.tenant"
             )
             out = {}
+            known, self._agents = self._agents, {}
             for spec, h, gen, subnet, deleted, keep, created, policy, digest, paused, rr in rows:
-                agent = Agent.model_validate_json(spec)
+                # Only a spec whose text changed is parsed again: one write, one parse.
+                agent = known.get(spec) or Agent.model_validate_json(spec)
+                self._agents[spec] = agent
                 out[(agent.tenant, agent.name)] = DesiredCell(
                     agent,
                     h,
@@ -372,7 +386,11 @@ class Store:
                     int(rr),
                 )
             self._desired = (stamp, out)
-            return dict(out)
+            return out
+
+    def desired(self) -> dict[CellKey, DesiredCell]:
+        """Every stored cell. Parsed once per change of the cells or tenants tables."""
+        return dict(self._current())
 
     def set_paused(self, key: CellKey, paused: bool) -> bool:
         """The kill switch of one cell; True if it changed."""
@@ -397,11 +415,7 @@ class Store:
         return bool(rows and rows[0][0])
 
     def cell(self, key: CellKey) -> DesiredCell | None:
-        return (
-            self.desired().get(key)
-            if self._query("SELECT 1 FROM cells WHERE tenant=? AND name=?", key)
-            else None
-        )
+        return self._current().get(key)
 
     def subnets(self) -> list[str]:
         return [r[0] for r in self._query("SELECT subnet FROM cells")]
@@ -420,35 +434,29 @@ class Store:
 
     # -- status --------------------------------------------------------------------------------
 
+    _STATUS_COLUMNS = (
+        "state, health, reason, since, observed_generation, failed_generation, "
+        "container_id, ip, restarts, policy_digest, version, rung, breach, health_reason, "
+        "restart_honoured"
+    )
+
     def status(self, key: CellKey) -> CellStatus:
         rows = self._query(
-            "SELECT state, health, reason, since, observed_generation, failed_generation, "
-            "container_id, ip, restarts, policy_digest, version, rung, breach, health_reason, "
-            "restart_honoured FROM status WHERE tenant=? AND name=?",
+            f"SELECT {self._STATUS_COLUMNS} FROM status WHERE tenant=? AND name=?",  # noqa: S608
             key,
         )
-        if not rows:
-            return CellStatus(*key)
-        r = rows[0]
-        return CellStatus(
-            key[0],
-            key[1],
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            r[7],
-            _attempts(r[8]),
-            r[9],
-            r[10],
-            r[11],
-            r[12],
-            r[13],
-            r[14],
+        return _status(key, rows[0]) if rows else CellStatus(*key)
+
+    def statuses(self, tenant: str | None = None) -> dict[CellKey, CellStatus]:
+        """Every stored status (of one tenant, if given) in one query; a cell missing here
+        has the default status, as ``status`` gives it."""
+        sql = f"SELECT tenant, name, {self._STATUS_COLUMNS} FROM status"  # noqa: S608
+        rows = (
+            self._query(sql + " WHERE tenant=?", (tenant,))
+            if tenant is not None
+            else self._query(sql)
         )
+        return {(r[0], r[1]): _status((r[0], r[1]), r[2:]) for r in rows}
 
     def set_status(self, key: CellKey, **changes: Any) -> CellStatus:
         """Update some status fields; bumps ``version`` and wakes waiters when anything changed."""
@@ -583,6 +591,28 @@ class Store:
         return self.audit_log.query(
             AuditQuery(tenant, cell, kinds, decision, actor, since, until, limit, after_id)
         )
+
+
+def _status(key: CellKey, r: tuple[Any, ...]) -> CellStatus:
+    return CellStatus(
+        key[0],
+        key[1],
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        _attempts(r[8]),
+        r[9],
+        r[10],
+        r[11],
+        r[12],
+        r[13],
+        r[14],
+    )
 
 
 def _attempts(text: str) -> tuple[Attempt, ...]:

@@ -1,7 +1,13 @@
 """Drivers that execute plans on a real engine, and observe it."""
 
 from agentcell.runtime._canary import run_canary
-from agentcell.runtime._docker import DeployOutcome, DockerDriver, SecretMounts, cell_names
+from agentcell.runtime._docker import (
+    CellContainers,
+    DeployOutcome,
+    DockerDriver,
+    SecretMounts,
+    cell_names,
+)
 from agentcell.runtime._firewall import CHAIN, Firewall, chain_rules, jump_rule
 from agentcell.runtime._gc import GcOutcome
 from agentcell.runtime._probe import probe, probe_sidecar
@@ -10,6 +16,7 @@ from agentcell.runtime._seccomp import ENGINE_PROFILE_PATHS, cell_seccomp_profil
 __all__ = [
     "CHAIN",
     "ENGINE_PROFILE_PATHS",
+    "CellContainers",
     "DeployOutcome",
     "DockerDriver",
     "Firewall",

@@ -34,7 +34,7 @@ from agentcell.runtime._gate import GateManager
 from agentcell.runtime._gc import GcOutcome, list_labelled, remove_objects
 from agentcell.runtime._labels import cell_labels
 
-__all__ = ["DeployOutcome", "DockerDriver", "SecretMounts", "cell_names"]
+__all__ = ["CellContainers", "DeployOutcome", "DockerDriver", "SecretMounts", "cell_names"]
 
 _STOP_TIMEOUT = 5
 _RUNNING_DEADLINE = 15.0
@@ -66,6 +66,18 @@ class SecretMounts(Protocol):
         ...
 
     def remove(self, key: CellKey) -> None: ...
+
+
+@dataclass(frozen=True)
+class CellContainers:
+    """What the engine holds of one cell, as ``agentcell get`` shows it."""
+
+    agent: dict[str, Any] | None
+    """The inspect output of the agent (the running one if several); None if it has none."""
+    gate: str | None
+    """The egress gate as "name (status)"; None if it has none."""
+    dockerproxy: str | None
+    """The docker proxy as "name (status)"; None if it has none."""
 
 
 @dataclass
@@ -174,9 +186,12 @@ class DockerDriver:
 
     def agent_container(self, key: CellKey) -> Container:
         """The cell's agent container (the running one if several), or NotFoundError."""
-        found = self.client.containers.list(
-            all=True, filters={"label": cell_labels(key, "agent")}, ignore_removed=True
-        )
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": cell_labels(key, "agent")}, ignore_removed=True
+            )
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
         if not found:
             raise NotFoundError(f"cell {key[0]}/{key[1]} has no agent container")
         found.sort(key=lambda c: c.status != "running")
@@ -190,6 +205,32 @@ class DockerDriver:
             return None
         except docker.errors.DockerException as e:
             raise RuntimeDriverError(_explain(e)) from None
+
+    def cell_containers(self, key: CellKey) -> CellContainers:
+        """The cell's agent, gate and docker proxy from one engine list (and one inspect of
+        the agent): the same answers as ``inspect_agent``, ``gates.find`` and
+        ``dockerproxies.find``, in two engine calls instead of up to six."""
+        try:
+            found = self.client.api.containers(all=True, filters={"label": cell_labels(key, None)})
+            by_role: dict[str, list[dict[str, Any]]] = {}
+            for c in found:  # the engine's order, newest first, as find_role sees it
+                by_role.setdefault((c.get("Labels") or {}).get(LABEL_ROLE, ""), []).append(c)
+            agent = None
+            for c in sorted(by_role.get("agent", []), key=lambda c: c.get("State") != "running"):
+                with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile: the next
+                    agent = dict(self.client.api.inspect_container(c["Id"]))
+                    break
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
+
+        def shown(role: str) -> str | None:
+            first = next(iter(by_role.get(role, [])), None)
+            if first is None:
+                return None
+            name = next(iter(first.get("Names") or []), "").lstrip("/")
+            return f"{name} ({first.get('State', '')})"
+
+        return CellContainers(agent, shown("egress"), shown("dockerproxy"))
 
     def canary(self, key: CellKey, *, pool: str | None = None) -> list[Decision]:
         """One isolation canary run on the cell, from inside it (see ``runtime._canary``).
@@ -535,11 +576,21 @@ class DockerDriver:
         return removed
 
     def logs(self, key: CellKey, *, follow: bool, tail: int | None) -> Iterator[bytes]:
+        """The agent's output. The container is found before this returns (NotFoundError
+        then, not in the middle of a response that has already said 200)."""
         c = self.agent_container(key)
-        out = c.logs(
-            stream=True, follow=follow, tail=tail if tail is not None else "all", timestamps=False
-        )
-        yield from out
+        try:
+            out = c.logs(
+                stream=True,
+                follow=follow,
+                tail=tail if tail is not None else "all",
+                timestamps=False,
+            )
+        except docker.errors.NotFound:
+            raise NotFoundError(f"cell {key[0]}/{key[1]} has no agent container") from None
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
+        return iter(out)
 
     def exec(
         self, key: CellKey, command: list[str], *, user: str
