@@ -261,7 +261,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--dir", type=Path, default=None)
-    ap.add_argument("--output", type=Path, default=Path("results/audit.json"))
+    ap.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "audit.json")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="agentcell-bench-audit-", dir=args.dir or "/var/tmp"))
