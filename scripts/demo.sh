@@ -57,6 +57,8 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 "$AC" egress log acme/researcher --limit 5
+echo "== demo: agentcell audit --tenant acme (the tenant's trail: lifecycle, policy, egress, ...) =="
+"$AC" audit --tenant acme --limit 8
 cat <<EOT
 
 demo: done. The control plane keeps running (log: $LOG); 'make stop' stops it.
@@ -64,5 +66,8 @@ Try it yourself:
   . .venv/bin/activate
   agentcell logs acme/researcher -f
   agentcell exec acme/researcher -- id
+  agentcell token create acme            # a token that sees tenant acme alone
+  printf '%s' "sk-test" | agentcell secret set acme demo-key
+  agentcell audit -f                     # follow the audit trail
   agentcell rm acme/researcher
 EOT

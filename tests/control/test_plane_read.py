@@ -68,3 +68,12 @@ def test_one_cell_shows_its_stored_status_and_what_the_engine_holds(plane: Contr
     assert got["egress"]["gate"] == "missing"  # the fake engine holds no containers
     assert "container" not in got
     assert plane.cell(("t1", "t1-docker"))["docker"]["proxy"] == "missing"
+
+
+def test_a_restart_of_a_failed_cell_says_what_would_retry_it(plane: ControlPlane) -> None:
+    from agentcell.errors import ConflictError
+
+    with pytest.raises(ConflictError, match=r"has failed \(.*\); a restart does not retry it"):
+        plane.restart(("t2", "t2-marker-cell"), "test")
+    assert plane.store.desired()[("t2", "t2-marker-cell")].restart_request == 0
+    assert plane.restart(("t1", "t1-cell"), "test") == 1

@@ -296,6 +296,13 @@ class ControlPlane:
                 f"cell {key[0]}/{key[1]} is paused; resume it (agentcell resume "
                 f"{key[0]}/{key[1]}): it starts with its current secrets"
             )
+        st = self.store.status(key)
+        if st.state == "failed":
+            raise ConflictError(
+                f"cell {key[0]}/{key[1]} has failed ({st.reason}); a restart does not retry "
+                f"it: fix the cause and deploy a changed spec, or remove it (agentcell rm "
+                f"--keep-workspace {key[0]}/{key[1]}) and deploy it again"
+            )
         request = self.store.request_restart(key)
         self.store.audit(
             AuditRecord(*key, actor, "api", "allow", "restart requested", {"request": request})
