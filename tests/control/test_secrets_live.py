@@ -81,7 +81,7 @@ def test_secrets_end_to_end(
     assert r.status_code == 422 and "not base64" in r.text
     assert "not base64!" not in r.text  # the input is not echoed back
     r = server.api("PUT", put, json={"value": ""})
-    assert r.status_code == 422 and "the value is empty" in r.json()["detail"]["reason"]
+    assert r.status_code == 422 and "the value is empty" in r.text
     assert server.api("GET", f"/v1/tenants/{tenant}/secrets").json() == []
 
     # Values never from an argument: stdin (one trailing newline dropped) or a file.
