@@ -58,8 +58,10 @@ def audit(
         ),
     ] = None,
 ) -> None:
-    """The audit trail: every decision (lifecycle, egress, docker API, auth, policy), oldest
-    first. -f follows it; -o csv > file exports it."""
+    """Query the audit trail (every decision, oldest first); -f follows, -o csv exports.
+
+    Filters: --tenant, --cell, -k KIND (repeatable), --since/--until (30s, 10m, 2h, 7d or
+    RFC 3339), --denied, --actor."""
     err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
     if output not in OUTPUTS:
         _fail(err, f"-o {output!r} is not an output: write one of {', '.join(OUTPUTS)}", 2)

@@ -149,8 +149,9 @@ def register(app: typer.Typer, fail: Any, out: Any, cell: Any) -> None:
         url: UrlOpt = None,
         state_dir: StateOpt = None,
     ) -> None:
-        """Restart a cell's agent now, with its secret files rewritten (a rotated value
-        arrives). Waits until the agent runs again. Not counted as a crash."""
+        """Restart a cell's agent now, its secret files rewritten first; waits until it runs.
+
+        A rotated secret arrives this way at once. Not counted as a crash."""
         tenant, name = cell(target)
         client = Client(url, state_dir=state_dir)
         try:
