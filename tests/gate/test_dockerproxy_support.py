@@ -7,6 +7,7 @@ refuses labels in the ``agentcell.`` namespace) and are found by their test tena
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -120,10 +121,17 @@ class Proxy:
         return found
 
     def send(self, raw: bytes) -> Reply:
-        """Send raw bytes (a whole request or several) and read to the end of the stream."""
+        """Send raw bytes (a whole request or several) and read to the end of the stream.
+
+        The proxy may answer and close before all of a refused body is sent (a body over
+        1 MiB): sending then fails, and the answer is still there to read."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
-            sock.sendall(raw)
-            sock.shutdown(socket.SHUT_WR)
+            try:
+                sock.sendall(raw)
+                sock.shutdown(socket.SHUT_WR)
+            except (BrokenPipeError, ConnectionResetError, OSError) as e:
+                if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                    raise
             return read_reply(sock)
 
     def request(

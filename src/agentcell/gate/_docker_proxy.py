@@ -148,6 +148,29 @@ def _framing(raw_head: bytes) -> _Refuse | None:
     return None
 
 
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 4 * 1024 * 1024
+
+
+async def _linger(sock: socket.socket) -> None:
+    """Half-close, then read (and drop) what the client still sends, for a moment.
+
+    Closing a socket with unread input makes the kernel send a reset, which can destroy an
+    answer the client has not read yet: the 413 for a body over the limit is sent before
+    the body has all arrived. Bounded in time and bytes; a client that already closed
+    costs one read."""
+    shutdown_quietly(sock, socket.SHUT_WR)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINGER_SECONDS
+    left = LINGER_BYTES
+    with contextlib.suppress(OSError, TimeoutError):
+        while left > 0 and (remaining := deadline - loop.time()) > 0:
+            data = await asyncio.wait_for(loop.sock_recv(sock, 65536), remaining)
+            if not data:
+                return
+            left -= len(data)
+
+
 class _Client:
     """The client side of a connection: its socket and its h11 state."""
 
@@ -242,7 +265,7 @@ class DockerProxy:
         except Exception:
             log("docker proxy connection failed:\n" + traceback.format_exc().rstrip())
         finally:
-            shutdown_quietly(sock)
+            await _linger(sock)
             sock.close()
 
     async def _one(self, client: _Client, first: bool) -> bool:
