@@ -122,7 +122,7 @@ def audit_line(r: dict[str, Any]) -> str:
     mark = f"[{style}]{decision:<5}[/{style}]" if style else f"{escape(decision):<5}"
     about = _about(r.get("details") or {})
     return (
-        f"{when}  {escape(owner):<24} {escape(str(r['actor'])):<16} "
+        f"{when}  {escape(owner):<24} {escape(str(r['actor'])):<16}  "
         f"{escape(str(r['kind'])):<10} {mark}  {escape(str(r['reason']))}"
         + (f"  [dim]{escape(about)}[/dim]" if about else "")
     )
