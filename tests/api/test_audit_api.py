@@ -17,6 +17,7 @@ import pytest
 
 from agentcell.control import AuditRecord
 from agentcell.control._audit import CSV_COLUMNS
+from agentcell.spec import API_VERSION, Tenant
 from auditserver import AuditServer, audit_server, auth
 
 
@@ -152,6 +153,11 @@ def test_follow_streams_new_matches_as_they_are_stored(server: AuditServer) -> N
 def test_a_tenant_token_sees_its_own_records_only(
     server: AuditServer, params: dict[str, object], expected: list[int]
 ) -> None:
+    server.store.put_tenant(
+        Tenant.model_validate(
+            {"apiVersion": API_VERSION, "kind": "Tenant", "metadata": {"name": "acme"}}
+        )
+    )
     token = server.plane.tokens.issue("acme", "test").token
     for fmt in ("json", "csv"):
         r = httpx.get(

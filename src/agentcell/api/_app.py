@@ -225,17 +225,11 @@ def create_app(plane: ControlPlane) -> FastAPI:
     @app.get("/v1/tenants/{tenant}/tokens")
     def tokens(tenant: str, caller: Caller) -> list[dict[str, Any]]:
         """The tenant's tokens by id and creation time (revoked ones too); never a secret."""
-        visible_tenant(caller, tenant)
-        if plane.store.tenant(tenant) is None:
-            raise NotFoundError(f"no tenant {tenant!r}")
-        return plane.tokens.list(tenant)
+        return plane.tokens.list(visible_tenant(caller, tenant))
 
     @app.post("/v1/tenants/{tenant}/tokens", status_code=201)
     def issue_token(tenant: str, caller: Caller) -> dict[str, Any]:
-        visible_tenant(caller, tenant)
-        if plane.store.tenant(tenant) is None:
-            raise NotFoundError(f"no tenant {tenant!r}")
-        issued = plane.tokens.issue(tenant, caller.actor)
+        issued = plane.tokens.issue(visible_tenant(caller, tenant), caller.actor)
         return {"tenant": tenant, "token_id": issued.id, "token": issued.token}
 
     @app.post("/v1/tenants/{tenant}/tokens/{token_id}/rotate", status_code=201)

@@ -26,6 +26,7 @@ token_app = typer.Typer(
 app.add_typer(token_app, name="token")
 
 Output = Annotated[str, typer.Option("-o", "--output", help="text | json")]
+TenantArg = Annotated[str, typer.Argument(help="tenant name")]
 
 
 def _call(url: str | None, state_dir: Path | None, method: str, path: str, **kw: Any) -> Any:
@@ -89,7 +90,7 @@ def tenant_ls(output: Output = "text", url: UrlOpt = None, state_dir: StateOpt =
 
 @tenant_app.command("rm")
 def tenant_rm(
-    name: Annotated[str, typer.Argument(help="tenant name")],
+    name: TenantArg,
     url: UrlOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
@@ -100,7 +101,7 @@ def tenant_rm(
 
 @token_app.command("ls")
 def token_ls(
-    tenant: Annotated[str, typer.Argument(help="tenant name")],
+    tenant: TenantArg,
     output: Output = "text",
     url: UrlOpt = None,
     state_dir: StateOpt = None,
@@ -128,7 +129,7 @@ def token_ls(
 
 @token_app.command("create")
 def token_create(
-    tenant: Annotated[str, typer.Argument(help="tenant name")],
+    tenant: TenantArg,
     output: Output = "text",
     url: UrlOpt = None,
     state_dir: StateOpt = None,
@@ -140,7 +141,7 @@ def token_create(
 
 @token_app.command("rotate")
 def token_rotate(
-    tenant: Annotated[str, typer.Argument(help="tenant name")],
+    tenant: TenantArg,
     token_id: Annotated[str, typer.Argument(help="id of the token to replace (token ls)")],
     output: Output = "text",
     url: UrlOpt = None,
@@ -153,7 +154,7 @@ def token_rotate(
 
 @token_app.command("revoke")
 def token_revoke(
-    tenant: Annotated[str, typer.Argument(help="tenant name")],
+    tenant: TenantArg,
     token_id: Annotated[str, typer.Argument(help="id of the token (token ls)")],
     url: UrlOpt = None,
     state_dir: StateOpt = None,
@@ -213,7 +214,7 @@ def whoami(url: UrlOpt = None, state_dir: StateOpt = None) -> None:
 
 @app.command()
 def export(
-    tenant: Annotated[str, typer.Argument(help="tenant name")],
+    tenant: TenantArg,
     output_file: Annotated[
         Path | None, typer.Option("-o", "--output", help="write here instead of stdout")
     ] = None,

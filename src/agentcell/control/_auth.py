@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentcell.control._audit import AuditRecord
 from agentcell.errors import NotFoundError, RateLimitedError, UnauthorizedError
 from agentcell.policy import (
     TOKEN_PREFIX,
@@ -99,9 +100,19 @@ class TenantTokens:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def issue(self, tenant: str, actor: str, *, reason: str = "token issued") -> IssuedToken:
-        from agentcell.control._store import AuditRecord
+    def _own(self, tenant: str, token_id: str) -> StoredToken:
+        """The tenant's token; another tenant's is as unknown as a missing one."""
+        stored = self.store.token(token_id)
+        if stored is None or stored.tenant != tenant:
+            raise NotFoundError(f"tenant {tenant!r} has no token {token_id!r}")
+        return stored
 
+    def _require_tenant(self, tenant: str) -> None:
+        if self.store.tenant(tenant) is None:
+            raise NotFoundError(f"no tenant {tenant!r}")
+
+    def issue(self, tenant: str, actor: str, *, reason: str = "token issued") -> IssuedToken:
+        self._require_tenant(tenant)
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         now = time.time()
@@ -110,6 +121,7 @@ class TenantTokens:
         return IssuedToken(token_id, tenant, f"{TOKEN_PREFIX}{token_id}.{secret}", now)
 
     def list(self, tenant: str) -> list[dict[str, Any]]:
+        self._require_tenant(tenant)
         return [
             {"id": t.id, "tenant": t.tenant, "created": t.created, "revoked": t.revoked}
             for t in self.store.tokens(tenant)
@@ -117,11 +129,7 @@ class TenantTokens:
 
     def revoke(self, tenant: str, token_id: str, actor: str) -> bool:
         """True if it was live. A token of another tenant is as unknown as a missing one."""
-        from agentcell.control._store import AuditRecord
-
-        stored = self.store.token(token_id)
-        if stored is None or stored.tenant != tenant:
-            raise NotFoundError(f"tenant {tenant!r} has no token {token_id!r}")
+        self._own(tenant, token_id)
         revoked = self.store.revoke_token(token_id, time.time())
         if revoked:
             self.store.audit(
@@ -131,9 +139,7 @@ class TenantTokens:
 
     def rotate(self, tenant: str, token_id: str, actor: str) -> IssuedToken:
         """A new token replaces ``token_id``, which stops working at once."""
-        stored = self.store.token(token_id)
-        if stored is None or stored.tenant != tenant:
-            raise NotFoundError(f"tenant {tenant!r} has no token {token_id!r}")
+        stored = self._own(tenant, token_id)
         if stored.revoked is not None:
             raise NotFoundError(
                 f"token {token_id!r} of tenant {tenant!r} is revoked; issue a new one "
@@ -154,8 +160,6 @@ class Authenticator:
         self._lock = threading.Lock()
 
     def check(self, header: str | None, client: str, request: dict[str, Any]) -> Principal:
-        from agentcell.control._store import AuditRecord
-
         now = time.monotonic()
         with self._lock:
             wait = self.limiter.retry_after(client, now)

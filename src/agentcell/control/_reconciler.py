@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from agentcell.control._audit import LOGGED
 from agentcell.control._auth import GateTokens
@@ -840,8 +841,11 @@ def _line_batches(chunks: Iterator[bytes]) -> Iterator[list[str]]:
             yield [line.decode(errors="replace") for line in done]
 
 
-def _egress_record(line: str) -> AuditRecord | None:
-    """A gate's JSON decision line as an audit record (tenant and cell filled in later)."""
+def _decision_line(
+    line: str, drop: tuple[str, ...]
+) -> tuple[float, str, str, dict[str, Any]] | None:
+    """A sidecar's JSON decision line: (time, allow|deny, reason, the other fields but
+    ``drop``); None if it is not one."""
     try:
         data = json.loads(line)
         when = datetime.fromisoformat(str(data["time"]).replace("Z", "+00:00")).timestamp()
@@ -849,7 +853,16 @@ def _egress_record(line: str) -> AuditRecord | None:
         reason = str(data["reason"])
     except (ValueError, KeyError, TypeError):
         return None
-    details = {k: v for k, v in data.items() if k not in ("time", "decision", "reason")}
+    skip = ("time", "decision", "reason", *drop)
+    return when, decision, reason, {k: v for k, v in data.items() if k not in skip}
+
+
+def _egress_record(line: str) -> AuditRecord | None:
+    """A gate's JSON decision line as an audit record (tenant and cell filled in later)."""
+    parsed = _decision_line(line, ())
+    if parsed is None:
+        return None
+    when, decision, reason, details = parsed
     # The isolation canary's own probe is filed with the canary's checks, not the agent's
     # traffic (whoever sends it: it stays in the trail either way).
     kind = "isolation" if details.get("host") == CANARY_HOST else "egress"
@@ -858,15 +871,10 @@ def _egress_record(line: str) -> AuditRecord | None:
 
 def _docker_record(line: str) -> AuditRecord | None:
     """A docker proxy's JSON decision line as an audit record of kind ``docker``."""
-    try:
-        data = json.loads(line)
-        when = datetime.fromisoformat(str(data["time"]).replace("Z", "+00:00")).timestamp()
-        decision = "allow" if data["decision"] == "allow" else "deny"
-        reason = str(data["reason"])
-    except (ValueError, KeyError, TypeError):
+    parsed = _decision_line(line, ("tenant", "cell"))
+    if parsed is None:
         return None
-    drop = ("time", "decision", "reason", "tenant", "cell")
-    details = {k: v for k, v in data.items() if k not in drop}
+    when, decision, reason, details = parsed
     return AuditRecord("", "", "docker-proxy", "docker", decision, reason, details, when)
 
 

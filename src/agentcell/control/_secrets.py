@@ -326,34 +326,19 @@ class Secrets:
                 f"secret {name!r} is used by cell(s) {', '.join(cells)} of tenant {tenant!r}; "
                 "remove it from their spec.secrets (or remove the cells) first"
             )
-        version = self.store.delete_secret(tenant, name)
-        self.store.audit(
-            AuditRecord(
-                tenant,
-                "",
-                actor,
-                "secret",
-                "allow",
-                "secret removed",
-                {"name": name, "version": version},
-            )
-        )
+        self._delete(tenant, name, actor, {})
 
     def forget_tenant(self, tenant: str, actor: str) -> None:
         """Remove every secret of a tenant that is gone (one audit record each)."""
         for row in self.store.secrets(tenant):
-            version = self.store.delete_secret(tenant, row.name)
-            self.store.audit(
-                AuditRecord(
-                    tenant,
-                    "",
-                    actor,
-                    "secret",
-                    "allow",
-                    "secret removed",
-                    {"name": row.name, "version": version, "with": "tenant"},
-                )
-            )
+            self._delete(tenant, row.name, actor, {"with": "tenant"})
+
+    def _delete(self, tenant: str, name: str, actor: str, extra: dict[str, str]) -> None:
+        version = self.store.delete_secret(tenant, name)
+        details = {"name": name, "version": version, **extra}
+        self.store.audit(
+            AuditRecord(tenant, "", actor, "secret", "allow", "secret removed", details)
+        )
 
     def missing(self, tenant: str, names: Iterable[str]) -> list[str]:
         """Of ``names``, those the tenant has no secret for."""
