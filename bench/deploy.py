@@ -185,7 +185,9 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(15)
-        for c in client.containers.list(all=True, filters={"label": f"agentcell.tenant={tenant}"}):
+        for c in client.containers.list(
+            all=True, filters={"label": f"agentcell.tenant={tenant}"}, ignore_removed=True
+        ):
             c.remove(force=True)
     result = {
         "runs": len(cell),

@@ -186,6 +186,7 @@ class Harness:
                     f"agentcell.role={role}",
                 ]
             },
+            ignore_removed=True,
         )
         return found[0] if found else None
 
@@ -213,7 +214,7 @@ class Harness:
                 self.proc.wait(10)
         for tenant in [self.tenant, *self.tenants] if self.client is not None else []:
             flt = {"label": [f"agentcell.tenant={tenant}"]}
-            for c in self.client.containers.list(all=True, filters=flt):
+            for c in self.client.containers.list(all=True, filters=flt, ignore_removed=True):
                 with contextlib.suppress(docker.errors.NotFound):
                     c.remove(force=True)
             for n in self.client.networks.list(filters=flt):

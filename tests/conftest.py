@@ -53,7 +53,9 @@ def no_leftovers() -> Iterator[None]:
     client = docker.from_env()
     left = [
         c.name
-        for c in client.containers.list(all=True, filters={"label": "agentcell.tenant"})
+        for c in client.containers.list(
+            all=True, filters={"label": "agentcell.tenant"}, ignore_removed=True
+        )
         if c.labels.get("agentcell.tenant") in _TENANTS
     ]
     for name in set(_TENANTS):

@@ -36,7 +36,7 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float
 def remove_labelled(client, label: str) -> None:  # type: ignore[no-untyped-def]
     """Remove every container, network and volume carrying ``label`` (``key`` or ``key=value``)."""
     flt = {"label": [label]}
-    for c in client.containers.list(all=True, filters=flt):
+    for c in client.containers.list(all=True, filters=flt, ignore_removed=True):
         c.remove(force=True)
     for n in client.networks.list(filters=flt):
         n.remove()

@@ -20,7 +20,10 @@ pytestmark = pytest.mark.integration
 def _objects(docker_client, tenant: str) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
     flt = {"label": [f"agentcell.tenant={tenant}"]}
     return {
-        "containers": [c.name for c in docker_client.containers.list(all=True, filters=flt)],
+        "containers": [
+            c.name
+            for c in docker_client.containers.list(all=True, filters=flt, ignore_removed=True)
+        ],
         "networks": [n.name for n in docker_client.networks.list(filters=flt)],
         "volumes": [v.name for v in docker_client.volumes.list(filters=flt)],
     }
@@ -36,6 +39,7 @@ def _agent(docker_client, tenant: str, cell: str = "agent"):  # type: ignore[no-
                 "agentcell.role=agent",
             ]
         },
+        ignore_removed=True,
     )
     assert len(found) == 1, [c.name for c in found]
     return found[0]
@@ -259,7 +263,8 @@ def test_logs_follow_streams_new_output(server: Server, tenant: str, tmp_path: P
         sel.register(proc.stdout, selectors.EVENT_READ)
         seen: list[str] = []
         agent = docker.from_env().containers.list(
-            filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]}
+            filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]},
+            ignore_removed=True,
         )[0]
 
         def marker() -> bool:

@@ -127,7 +127,7 @@ def _containers(client: Any, tenant: str, cell: str | None = None, role: str | N
     labels = [f"agentcell.tenant={tenant}"]
     labels += [f"agentcell.cell={cell}"] if cell else []
     labels += [f"agentcell.role={role}"] if role else []
-    return client.containers.list(all=True, filters={"label": labels})
+    return client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
 
 
 def _one(client: Any, tenant: str, cell: str, role: str) -> Any:
@@ -183,7 +183,7 @@ def assert_intact(server: Server, client: Any, tenant: str) -> None:
     belongs to a cell the store does not know."""
     cells = {c["name"]: c for c in _cells(server, tenant)}
     flt = {"label": [f"agentcell.tenant={tenant}"]}
-    for c in client.containers.list(all=True, filters=flt):
+    for c in client.containers.list(all=True, filters=flt, ignore_removed=True):
         assert c.labels.get("agentcell.cell") in cells, f"orphan container {c.name}"
     for n in client.networks.list(filters=flt):
         role = n.attrs["Labels"].get("agentcell.role")
@@ -464,7 +464,9 @@ def internet(docker_client: Any, tenant: str) -> Iterator[Internet]:
     finally:
         for rule in inet.rules:
             subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True)
-        for c in docker_client.containers.list(all=True, filters={"label": label}):
+        for c in docker_client.containers.list(
+            all=True, filters={"label": label}, ignore_removed=True
+        ):
             c.remove(force=True)
         net.remove()
 
@@ -962,7 +964,7 @@ def test_i_a_hundred_cells_deployed_and_removed_concurrently(
     def all_gone() -> bool:
         return (
             _cells(server, tenant) == []
-            and docker_client.containers.list(all=True, filters=flt) == []
+            and docker_client.containers.list(all=True, filters=flt, ignore_removed=True) == []
             and docker_client.networks.list(filters=flt) == []
             and docker_client.volumes.list(filters=flt) == []
         )

@@ -36,7 +36,10 @@ def test_gc_lists_then_removes_only_the_orphans(
     assert res.returncode == 0, res.stderr + server.log_text()
     flt = {"label": [f"agentcell.tenant={tenant}", "agentcell.cell=agent"]}
     cell_objects = {
-        *(c.name for c in docker_client.containers.list(all=True, filters=flt)),
+        *(
+            c.name
+            for c in docker_client.containers.list(all=True, filters=flt, ignore_removed=True)
+        ),
         *(n.name for n in docker_client.networks.list(filters=flt)),
         *(v.name for v in docker_client.volumes.list(filters=flt)),
     }
@@ -44,7 +47,7 @@ def test_gc_lists_then_removes_only_the_orphans(
     (agent_id,) = (
         c.id
         for c in docker_client.containers.list(
-            filters={"label": [*flt["label"], "agentcell.role=agent"]}
+            filters={"label": [*flt["label"], "agentcell.role=agent"]}, ignore_removed=True
         )
     )
 
@@ -93,10 +96,12 @@ def test_gc_lists_then_removes_only_the_orphans(
 
     # The deployed cell is untouched and still runs; nothing is left to collect.
     agent = docker_client.containers.list(
-        filters={"label": [*flt["label"], "agentcell.role=agent"]}
+        filters={"label": [*flt["label"], "agentcell.role=agent"]}, ignore_removed=True
     )
     assert [(c.id, c.status) for c in agent] == [(agent_id, "running")]
-    assert {c.name for c in docker_client.containers.list(all=True, filters=flt)} <= cell_objects
+    assert {
+        c.name for c in docker_client.containers.list(all=True, filters=flt, ignore_removed=True)
+    } <= cell_objects
     status = json.loads(server.cli("status", f"{tenant}/agent", "-o", "json", check=True).stdout)
     assert status["state"] in ("running", "healthy"), status
     assert server.cli("gc", "--tenant", tenant, check=True).stdout.strip() == "no orphans"

@@ -115,7 +115,9 @@ def state_is(srv: Server, ref: str, *states: str) -> dict[str, Any] | None:
 
 def agent_of(docker_client, tenant: str):  # type: ignore[no-untyped-def]
     found = docker_client.containers.list(
-        all=True, filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]}
+        all=True,
+        filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]},
+        ignore_removed=True,
     )
     assert len(found) == 1, [c.name for c in found]
     return found[0]
@@ -203,19 +205,22 @@ def test_pause_kills_at_once_holds_and_resume_brings_it_back(
     wait_for(lambda: state_is(srv, ref, "paused"), 15, "the cell to be paused")
     cell_filter = {"label": f"agentcell.tenant={tenant}", "status": "running"}
     wait_for(
-        lambda: not docker_client.containers.list(filters=cell_filter),
+        lambda: not docker_client.containers.list(filters=cell_filter, ignore_removed=True),
         15,
         "the agent and its gate to stop",
     )
     # Recovery is suspended: nothing starts again on its own.
     srv.cli("ps", check=True)
-    assert not docker_client.containers.list(filters=cell_filter)
+    assert not docker_client.containers.list(filters=cell_filter, ignore_removed=True)
     assert cell(srv, ref)["state"] == "paused"
     assert srv.cli("exec", ref, "--", "true").returncode != 0
 
     srv.cli("resume", ref, check=True)
     wait_for(lambda: state_is(srv, ref, "healthy"), 60, "the cell to be healthy again")
-    roles = {c.labels["agentcell.role"] for c in docker_client.containers.list(filters=cell_filter)}
+    roles = {
+        c.labels["agentcell.role"]
+        for c in docker_client.containers.list(filters=cell_filter, ignore_removed=True)
+    }
     assert roles == {"agent", "egress"}
     assert srv.cli("exec", ref, "--", "cat", "/workspace/data", check=True).stdout.strip() == "kept"
     reasons = [r["reason"] for r in audit(srv, tenant)]
@@ -237,7 +242,7 @@ def test_pausing_a_tenant_pauses_its_cells(
     later = srv.cli("deploy", "-f", str(tmp_path / "b.yaml"), check=True)
     assert "paused" in later.stdout and "agentcell resume" in later.stdout
     assert not docker_client.containers.list(
-        filters={"label": [f"agentcell.tenant={tenant}", "agentcell.cell=b"]}
+        filters={"label": [f"agentcell.tenant={tenant}", "agentcell.cell=b"]}, ignore_removed=True
     )
     srv.cli("resume", tenant, check=True)
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to run again")
@@ -276,7 +281,11 @@ def test_an_isolation_breach_found_by_the_canary_recreates_the_cell(
         )
         agents = {"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]}
         wait_for(
-            lambda: [c for c in docker_client.containers.list(filters=agents) if c.id != first.id],
+            lambda: [
+                c
+                for c in docker_client.containers.list(filters=agents, ignore_removed=True)
+                if c.id != first.id
+            ],
             30,
             "the cell to be recreated",
         )
@@ -297,7 +306,7 @@ def test_a_hung_gate_is_replaced_and_its_policy_loaded(
     ref = deploy(srv, tenant, tmp_path, egress={"allow": [{"host": "api.allowed.test"}]})
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy")
     gates = {"label": [f"agentcell.tenant={tenant}", "agentcell.role=egress"]}
-    (gate,) = docker_client.containers.list(filters=gates)
+    (gate,) = docker_client.containers.list(filters=gates, ignore_removed=True)
     # Hung, as far as anyone can tell from outside: the engine still says running, the
     # kernel still accepts connections, nothing answers.
     for pid in [int(p[1]) for p in gate.top()["Processes"]]:
@@ -308,7 +317,11 @@ def test_a_hung_gate_is_replaced_and_its_policy_loaded(
         "the hung gate to be noticed",
     )
     wait_for(
-        lambda: [c for c in docker_client.containers.list(filters=gates) if c.id != gate.id],
+        lambda: [
+            c
+            for c in docker_client.containers.list(filters=gates, ignore_removed=True)
+            if c.id != gate.id
+        ],
         30,
         "a new gate",
     )
@@ -331,10 +344,14 @@ def test_a_gate_frozen_out_of_band_is_replaced(
     ref = deploy(srv, tenant, tmp_path, egress={"allow": [{"host": "api.allowed.test"}]})
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy")
     gates = {"label": [f"agentcell.tenant={tenant}", "agentcell.role=egress"]}
-    (gate,) = docker_client.containers.list(filters=gates)
+    (gate,) = docker_client.containers.list(filters=gates, ignore_removed=True)
     gate.pause()  # the engine reports it paused: not running, so it is restored at once
     wait_for(
-        lambda: [c for c in docker_client.containers.list(filters=gates) if c.id != gate.id],
+        lambda: [
+            c
+            for c in docker_client.containers.list(filters=gates, ignore_removed=True)
+            if c.id != gate.id
+        ],
         30,
         "a new gate",
     )
@@ -365,7 +382,7 @@ def test_each_death_is_seen_from_the_engines_events_alone(
     for kill, step in ((1, "restart"), (2, "recreate")):
         wait_for(lambda: state_is(srv, ref, "running"), 30, "the cell to run")
         agents = {"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]}
-        docker_client.containers.list(filters=agents)[0].kill()
+        docker_client.containers.list(filters=agents, ignore_removed=True)[0].kill()
         attempts = wait_for(
             lambda kill=kill: len(a := cell(srv, ref)["recovery"]["attempts"]) == kill and a,  # type: ignore[misc]
             30,

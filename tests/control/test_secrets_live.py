@@ -33,7 +33,8 @@ def run(container: Any, *cmd: str, user: str = USER) -> tuple[int, bytes]:
 
 def agent(docker_client: Any, tenant: str) -> Any:
     found = docker_client.containers.list(
-        filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]}
+        filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]},
+        ignore_removed=True,
     )
     return found[0] if len(found) == 1 else None
 

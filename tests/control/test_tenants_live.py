@@ -275,7 +275,8 @@ def _find(client: Any, tenant: str, cell: str, role: str) -> Any:
                 f"agentcell.cell={cell}",
                 f"agentcell.role={role}",
             ]
-        }
+        },
+        ignore_removed=True,
     )
     assert len(found) == 1, (tenant, cell, role, [c.name for c in found])
     return found[0]
@@ -915,7 +916,9 @@ def test_green_is_unchanged_afterwards(world: World) -> None:
     assert set(g1.agent.attrs["NetworkSettings"]["Networks"]) == nets
     leaked = world.client.networks.list(names=[f"escape-{RUN}"])
     assert leaked == []
-    stolen = world.client.containers.list(all=True, filters={"name": f"stolen-{RUN}"})
+    stolen = world.client.containers.list(
+        all=True, filters={"name": f"stolen-{RUN}"}, ignore_removed=True
+    )
     assert [c for c in stolen if c.labels.get("agentcell.tenant") == GREEN] == []
     wait_for(
         lambda: (

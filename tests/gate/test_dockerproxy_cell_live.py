@@ -91,13 +91,15 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cell, Cell
             res = srv.cli("deploy", "-f", str(path), "--timeout", "60")
             assert res.returncode == 0, res.stderr + srv.log_text()
             agent = client.containers.list(
-                filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]}
+                filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]},
+                ignore_removed=True,
             )[0]
             status = srv.cli("status", f"{tenant}/{cell}", check=True).stdout
             assert "its own containers through agentcell-" in status
             assert "at most 2 containers" in status
             proxy = client.containers.list(
-                filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=dockerproxy"]}
+                filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=dockerproxy"]},
+                ignore_removed=True,
             )[0]
             got = srv.api("GET", f"/v1/cells/{tenant}/{cell}").json()
             assert got["docker"]["proxy"] == f"{proxy.name} ({proxy.status})"
@@ -107,7 +109,7 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cell, Cell
         for c in out:
             assert srv.cli("rm", f"{c.tenant}/{'a' if c.tenant == mine else 'b'}").returncode == 0
             left = client.containers.list(
-                all=True, filters={"label": f"agentcell.tenant={c.tenant}"}
+                all=True, filters={"label": f"agentcell.tenant={c.tenant}"}, ignore_removed=True
             )
             assert [x.name for x in left] == []
     finally:

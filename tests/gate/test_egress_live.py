@@ -265,7 +265,8 @@ def cell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
         internet.reload()
         c.inet = internet.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
         c.agent = client.containers.list(
-            filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]}
+            filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]},
+            ignore_removed=True,
         )[0]
         res = c.deploy(_policy(c.inet))
         assert res.returncode == 0, res.stderr + srv.log_text()
@@ -304,7 +305,9 @@ def test_live_reload_did_not_restart_the_agent(cell: Cell) -> None:
 
 def test_the_api_shows_the_gate_by_name_and_state_and_its_policy_loaded(cell: Cell) -> None:
     gate = docker.from_env().containers.list(
-        all=True, filters={"label": [f"agentcell.tenant={cell.tenant}", "agentcell.role=egress"]}
+        all=True,
+        filters={"label": [f"agentcell.tenant={cell.tenant}", "agentcell.role=egress"]},
+        ignore_removed=True,
     )[0]
     name = cell.agent.labels["agentcell.cell"]
     got = cell.server.api("GET", f"/v1/cells/{cell.tenant}/{name}").json()
@@ -476,7 +479,8 @@ def test_b8_a_removed_rule_denies_at_once_and_bad_policies_keep_the_last_good(ce
     token = GateTokens(cell.server.state_dir).token(cell.tenant, "agent")
     client = docker.from_env()
     gate = client.containers.list(
-        filters={"label": [f"agentcell.tenant={cell.tenant}", "agentcell.role=egress"]}
+        filters={"label": [f"agentcell.tenant={cell.tenant}", "agentcell.role=egress"]},
+        ignore_removed=True,
     )[0]
     ip = next(
         n["IPAddress"]
@@ -501,7 +505,8 @@ def test_b8_a_removed_rule_denies_at_once_and_bad_policies_keep_the_last_good(ce
 def test_the_gate_down_means_no_way_out_until_it_is_restored(cell: Cell) -> None:
     client = docker.from_env()
     gate = client.containers.list(
-        filters={"label": [f"agentcell.tenant={cell.tenant}", "agentcell.role=egress"]}
+        filters={"label": [f"agentcell.tenant={cell.tenant}", "agentcell.role=egress"]},
+        ignore_removed=True,
     )[0]
     cell.server.kill()  # or the reconciler restores the gate before we can look
     gate.kill()

@@ -112,7 +112,7 @@ def host_firewall(subnet: str) -> Iterator[None]:
 
 def remove_labelled(client: docker.DockerClient) -> None:
     flt = {"label": "agentcell.test=battery"}
-    for c in client.containers.list(all=True, filters=flt):
+    for c in client.containers.list(all=True, filters=flt, ignore_removed=True):
         with contextlib.suppress(docker.errors.NotFound):
             c.remove(force=True)
     for n in client.networks.list(filters=flt):

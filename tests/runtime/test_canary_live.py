@@ -105,7 +105,8 @@ def test_the_gate_refuses_the_canary_and_a_stopped_gate_is_reported(
 
     server.stop()  # so nothing restarts the gate behind the test's back
     (gate,) = docker_client.containers.list(
-        filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=egress"]}
+        filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=egress"]},
+        ignore_removed=True,
     )
     gate.stop(timeout=1)
     decisions = driver.canary(key)

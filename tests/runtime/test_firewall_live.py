@@ -58,7 +58,7 @@ def test_deploy_fails_closed_when_the_rules_cannot_be_installed(
         assert res.returncode == 1
         assert "step 'install host firewall' failed" in res.stderr
         flt = {"label": [f"agentcell.tenant={tenant}"]}
-        assert docker_client.containers.list(all=True, filters=flt) == []
+        assert docker_client.containers.list(all=True, filters=flt, ignore_removed=True) == []
         assert docker_client.networks.list(filters=flt) == []
     finally:
         srv.stop()

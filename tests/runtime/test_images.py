@@ -75,7 +75,9 @@ def first_build(client: docker.DockerClient) -> list[ImageResult]:
 def network(client: docker.DockerClient, first_build: list[ImageResult]) -> Iterator[Any]:
     network = client.networks.create("agentcell-test-images", internal=True, labels=LABELS)
     yield network
-    for container in client.containers.list(all=True, filters={"label": "agentcell.test=images"}):
+    for container in client.containers.list(
+        all=True, filters={"label": "agentcell.test=images"}, ignore_removed=True
+    ):
         container.remove(force=True)
     network.remove()
 

@@ -287,7 +287,9 @@ class DockerDriver:
                 step(current)
                 for role in ("agent", "egress", "dockerproxy"):
                     flt = {"label": cell_labels(key, role)}
-                    for c in self.client.containers.list(all=True, filters=flt):
+                    for c in self.client.containers.list(
+                        all=True, filters=flt, ignore_removed=True
+                    ):
                         with contextlib.suppress(docker.errors.NotFound):
                             c.remove(force=True)
                 current = "check image"
@@ -521,7 +523,7 @@ class DockerDriver:
         removed = []
         try:
             for c in self.client.containers.list(
-                all=True, filters={"label": cell_labels(key, role)}
+                all=True, filters={"label": cell_labels(key, role)}, ignore_removed=True
             ):
                 with contextlib.suppress(docker.errors.NotFound):
                     c.remove(force=True)
@@ -540,7 +542,7 @@ class DockerDriver:
         try:
             for role in order:
                 flt = {"label": cell_labels(key, role), "status": "running"}
-                for c in self.client.containers.list(filters=flt):
+                for c in self.client.containers.list(filters=flt, ignore_removed=True):
                     with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                         c.kill()
                         stopped.append(f"{role} {c.name}")
