@@ -10,12 +10,14 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
-from agentcell.control import AuditRecord
+from agentcell.api._app import _follow
+from agentcell.control import AuditLog, AuditQuery, AuditRecord
 from agentcell.control._audit import CSV_COLUMNS
 from agentcell.spec import API_VERSION, Tenant
 from auditserver import AuditServer, audit_server, auth
@@ -137,6 +139,35 @@ def test_follow_streams_new_matches_as_they_are_stored(server: AuditServer) -> N
     server.store.audit(rec(5, kind="docker"))
     assert json.loads(lines.get(timeout=10))["reason"] == "r5"
     assert lines.empty()
+
+
+class _StoresWhileLooking(AuditLog):
+    """A trail on which a matching record is stored while the first follow query runs."""
+
+    raced = False
+
+    def query(self, q: AuditQuery) -> list[AuditRecord]:
+        got = super().query(q)
+        if q.after_id and not self.raced:
+            self.raced = True
+            self.append(rec(5, kind="docker"))
+        return got
+
+
+def test_follow_loses_no_record_stored_while_its_query_runs(tmp_path: Path) -> None:
+    log = _StoresWhileLooking(tmp_path / "audit.db", durable=False)
+    try:
+        log.append_many([rec(0), rec(2, kind="docker"), rec(3)])
+        query = AuditQuery(kinds=("docker",))
+        first = log.query(replace(query, limit=1))
+        stream = _follow(log, query, first, lambda got: "".join(r.reason for r in got).encode())
+        assert next(stream) == b"r2"
+        # The first look finds nothing new, and r5 is stored meanwhile: the next chunk is a
+        # keepalive, then r5. Skipping it would block the generator for its 15 s keepalive.
+        chunks = [next(stream), next(stream)]
+        assert chunks == [b"\n", b"r5"]
+    finally:
+        log.close()
 
 
 @pytest.mark.parametrize(

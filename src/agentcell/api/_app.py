@@ -460,10 +460,12 @@ def _follow(
     if first:
         yield render(first)
     while True:
-        log.wait(last, timeout=15)
+        # Every record up to ``top`` is committed before the query looks, so none matching
+        # is skipped when the cursor moves to it; one stored while the query ran is above it.
+        top = log.wait(last, timeout=15)
         new = log.query(replace(query, after_id=last, limit=1000))
         if not new:
-            last = max(last, log.last_id())
+            last = max(last, top)
             yield b"\n"  # keepalive; also notices a client that went away
             continue
         last = new[-1].id
