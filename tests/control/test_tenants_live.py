@@ -43,7 +43,7 @@ RUN = secrets.token_hex(3)
 BLUE, GREEN = f"blue-{RUN}", f"green-{RUN}"
 REFUSED = (400, 403, 404)
 """What the docker proxy answers a refused request: bad form, not allowed, not found
-(a create naming a name that is someone else's answers 409, and says nothing more)."""
+(a child name another tenant's child holds answers 409, and says nothing more)."""
 
 # Run inside the agent: one Docker Engine API call through $DOCKER_HOST. Streams are read
 # for at most a moment: the status line is the answer, the body only a hint.
@@ -874,19 +874,51 @@ def test_green_networks_and_volumes_are_out_of_reach(world: World, op: str) -> N
 _STALE = "(if this fails only here, the runtime image predates the fix: agentcell images build)"
 
 
-@pytest.mark.parametrize("what", ["create", "rename"])
-@pytest.mark.parametrize("role", ["agent", "egress"])
-def test_a_name_taken_by_green_tells_blue_nothing_of_it(world: World, what: str, role: str) -> None:
-    """Names are one namespace on the engine: taken is all blue may learn, never the id."""
-    target = _find(world.client, GREEN, "c1", role)
+def _name(world: World, what: str, name: str) -> tuple[int, Any]:
+    """Blue asks its proxy to create a child named ``name``, or to rename its own child so."""
     if what == "create":
         body = {"Image": DEMO_IMAGE, "Cmd": ["sleep", "300"]}
-        status, answer = world.b1.api("POST", f"/v1.41/containers/create?name={target.name}", body)
-    else:
-        path = f"/v1.41/containers/{world.own_child}/rename?name={target.name}"
-        status, answer = world.b1.api("POST", path)
+        return world.b1.api("POST", f"/v1.41/containers/create?name={name}", body)
+    return world.b1.api("POST", f"/v1.41/containers/{world.own_child}/rename?name={name}")
+
+
+@pytest.mark.parametrize("what", ["create", "rename"])
+@pytest.mark.parametrize("role", ["agent", "egress", "dockerproxy"])
+def test_a_platform_name_tells_blue_nothing_of_green(world: World, what: str, role: str) -> None:
+    """Names are one namespace on the engine, so the platform's are refused whether taken or
+    not: an answer of "in use" would tell blue which tenants and cells exist."""
+    target = _find(world.client, GREEN, "c1", role)
+    status, answer = _name(world, what, target.name)
+    assert status == 403, (status, answer, _STALE)
+    assert (status, answer) == _name(world, what, f"agentcell-nobody-{RUN}-c1-{role}")
+    assert "reserved name" in answer["message"]
+
+
+@pytest.mark.parametrize("what", ["create", "rename"])
+def test_a_name_green_chose_is_taken_and_nothing_more(world: World, what: str) -> None:
+    """A child's name is the agent's choice and the engine's one namespace: blue learns that
+    the name is taken, never by whom or the id."""
+    target = world.client.containers.get(world.green_child)
+    status, answer = _name(world, what, target.name)
     assert status == 409, (status, answer)
     assert target.id[:12] not in json.dumps(answer), f"green's id leaked {_STALE}"
+
+
+def test_a_volume_named_as_green_s_workspace_answers_as_one_nobody_has(world: World) -> None:
+    def create(name: str) -> tuple[int, Any]:
+        return world.b1.api("POST", "/v1.41/volumes/create", {"Name": name})
+
+    def mount(name: str) -> tuple[int, Any]:
+        mounts = [{"Type": "volume", "Source": name, "Target": "/data"}]
+        body = {"Image": DEMO_IMAGE, "Cmd": ["true"], "HostConfig": {"Mounts": mounts}}
+        return world.b1.api("POST", "/v1.41/containers/create", body)
+
+    nobody = f"agentcell-nobody-{RUN}-c1-workspace"
+    for ask in (create, mount):
+        status, answer = ask(world.cells["g1"].workspace)
+        assert status == 403, (status, answer, _STALE)
+        assert (status, answer) == ask(nobody)
+    assert not world.client.volumes.list(filters={"name": nobody})
 
 
 def test_the_cells_own_network_and_volume_can_be_inspected(world: World) -> None:

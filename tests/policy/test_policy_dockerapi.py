@@ -13,7 +13,7 @@ import json
 import posixpath
 import string
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import given
@@ -38,6 +38,7 @@ from agentcell.policy import (
     filter_event,
     filter_list,
     normalise_path,
+    reserved_name,
     route,
     scope_filters,
     scrub_engine_error,
@@ -498,6 +499,31 @@ NAMES_AND_QUERIES = [
         "unknown query parameter",
     ),
     ("start with a checkpoint", "POST", f"{C}/start?checkpoint=x", "unknown query parameter"),
+    (
+        "create named as a platform container (a tenant-enumeration oracle)",
+        "POST",
+        "/containers/create?name=agentcell-green-c1-g1",
+        "reserved name",
+    ),
+    (
+        "create named in the namespace, upper case",
+        "POST",
+        "/containers/create?name=AgentCell-x",
+        "reserved name",
+    ),
+    ("create named /agentcell-x", "POST", "/containers/create?name=/agentcell-x", "reserved name"),
+    (
+        "create named %2Fagentcell-x",
+        "POST",
+        "/containers/create?name=%2Fagentcell-x",
+        "reserved name",
+    ),
+    (
+        "rename into the namespace",
+        "POST",
+        f"{C}/rename?name=agentcell-blue-egress",
+        "reserved name",
+    ),
     ("an empty parameter name", "GET", "/containers/json?=1", "unknown query parameter"),
     ("a parameter in another case", "GET", "/containers/json?All=1", "unknown query parameter"),
     ("stop with a 1.42 signal", "POST", f"{C}/stop?signal=KILL", "unknown query parameter"),
@@ -875,6 +901,25 @@ SCRUBBED_ERRORS = [
 )
 def test_scrub_engine_error(doc: Any, expected: dict[str, str]) -> None:
     assert scrub_engine_error(doc) == expected
+
+
+_NAME_CHARS = string.ascii_letters + string.digits + "_.-"
+
+
+@given(
+    st.sampled_from(["/containers/create", f"{C}/rename"]),
+    st.sampled_from(["", "/"]),
+    st.text(alphabet="aAgGeEnNtTcClL-", min_size=0, max_size=12),
+    st.text(alphabet=_NAME_CHARS, max_size=20),
+)
+def test_a_name_is_reserved_exactly_when_it_starts_with_the_prefix_in_any_case(
+    path: str, slash: str, head: str, tail: str
+) -> None:
+    name = head + tail
+    got = decide_request("POST", f"{path}?name={quote(slash + name, safe='')}")
+    reserved = name.lower().startswith("agentcell-")
+    assert (isinstance(got, Decision) and got.reason == "reserved name") is reserved
+    assert reserved_name(slash + name) is reserved
 
 
 @given(st.text(), st.text(alphabet="0123456789abcdefABCDEF", min_size=12, max_size=64), st.text())

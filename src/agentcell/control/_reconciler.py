@@ -40,7 +40,7 @@ from agentcell.plan import (
     plan,
     settled,
 )
-from agentcell.policy import CANARY_HOST, SETUP_REASONS
+from agentcell.policy import CANARY_HOST, SETUP_REASONS, reserved_name
 from agentcell.runtime import DockerDriver, Firewall, probe, probe_sidecar
 
 __all__ = ["Reconciler", "ReconcilerConfig"]
@@ -574,7 +574,7 @@ class Reconciler:
                         continue  # an exec (a health probe) changes nothing worth a pass
                     if (
                         "agentcell.tenant" in attrs
-                        or str(attrs.get("name", "")).startswith("agentcell-")
+                        or reserved_name(str(attrs.get("name", "")))
                         or ev.get("Type") == "network"
                     ):
                         self.wake()

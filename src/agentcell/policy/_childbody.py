@@ -28,9 +28,10 @@ phrases (``CHILD_REASONS``); the rule names the field.
    ("volumes from another container"); VolumeDriver, or a volume mount's DriverConfig
    other than the local driver without options ("volume driver not allowed"); a mount
    that is not of type volume or tmpfs, or that carries another type's options ("mount
-   type not allowed"); a volume source that is not a volume name ("invalid volume name");
-   a mount, Tmpfs or Config.Volumes target that is not a clean absolute path below /
-   outside /proc, /sys and /dev ("mount target not allowed").
+   type not allowed"); a volume source that is not a volume name ("invalid volume name") or
+   is in the platform's namespace (``reserved_name``: "reserved name"); a mount, Tmpfs or
+   Config.Volumes target that is not a clean absolute path below / outside /proc, /sys and
+   /dev ("mount target not allowed").
 6. Devices, DeviceRequests, DeviceCgroupRules ("devices not allowed").
 7. Kernel and engine: Sysctls ("sysctls not allowed"); CgroupParent ("cgroup parent not
    allowed"); a Runtime the cell does not list ("runtime not allowed"); a LogConfig other
@@ -64,7 +65,8 @@ exec has every capability); User not empty and not numeric non-root ("user not a
 ``harden_volume``: canonicalised (``VOLUME_CREATE``); a driver other than local, or driver
 options (``type=none,o=bind,device=/`` binds a host path) ("volume driver not allowed");
 a reserved label ("reserved label"); a name that is not a volume name ("invalid volume
-name"). ``harden_exec_start``: canonicalised (``EXEC_START``), nothing to refuse.
+name"); a name in the platform's namespace ("reserved name"). ``harden_exec_start``:
+canonicalised (``EXEC_START``), nothing to refuse.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentcell.policy._decision import Decision
-from agentcell.policy._dockerapi import Kind, owner_labels
+from agentcell.policy._dockerapi import Kind, owner_labels, reserved_name
 from agentcell.policy._enginejson import (
     CONTAINER_CREATE,
     EXEC_CREATE,
@@ -122,6 +124,7 @@ CHILD_REASONS: tuple[str, ...] = (
     "volume driver not allowed",
     "mount type not allowed",
     "invalid volume name",
+    "reserved name",
     "mount target not allowed",
     "devices not allowed",
     "sysctls not allowed",
@@ -435,6 +438,8 @@ def _mounts(body: _Body, hc: _Body, ctx: ChildContext) -> Decision | None:
             return _deny("mount type not allowed", f"{where}.Source")
         if source and not _VOLUME_NAME.fullmatch(source):
             return _deny("invalid volume name", f"{where}.Source")
+        if reserved_name(source):
+            return _deny("reserved name", f"{where}.Source")
         if not _target_ok(mount.get("Target", "")):
             return _deny("mount target not allowed", f"{where}.Target")
     for target in hc.get("Tmpfs", {}):
@@ -642,6 +647,8 @@ def harden_volume(decoded: Mapping[str, Any], *, cell: ChildContext) -> Hardened
     name = body.get("Name", "")
     if name and not _VOLUME_NAME.fullmatch(name):
         return _deny("invalid volume name", "Name")
+    if reserved_name(name):
+        return _deny("reserved name", "Name")
     owner = owner_labels(Kind.VOLUME, tenant=cell.tenant, cell=cell.cell)
     out = {
         "Name": name,

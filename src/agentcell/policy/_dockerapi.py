@@ -39,7 +39,11 @@ once, as Go does, and anything whose meaning could depend on who decodes it is r
 Decision order of ``decide_request``: ``normalise_path``; then the endpoint table
 ``ENDPOINTS``, matched on the exact method and the path ("endpoint not allowed"); the
 object name in the path, an id, id prefix or name, never ``/name`` ("invalid object
-name"); each query parameter one the endpoint takes ("unknown query parameter").
+name"); each query parameter one the endpoint takes ("unknown query parameter"); a name
+the agent gives a container (create, rename) in the platform's namespace, ``agentcell-``
+in any case ("reserved name"). The engine keeps one namespace of names for every tenant:
+were such a name passed on, "in use" or not would tell the agent which tenants and cells
+exist. Refused before the engine is asked, every such name answers alike.
 
 Decision order of ``decide_ownership``: the object's labels must name the tenant
 (``agentcell.tenant``), then the cell (``agentcell.cell``), then the role the proxy stamps
@@ -69,6 +73,7 @@ __all__ = [
     "MAX_API_VERSION",
     "MAX_TARGET",
     "MIN_API_VERSION",
+    "NAME_PREFIX",
     "ROLE_CHILD",
     "ROLE_NETWORK",
     "BodyKind",
@@ -84,6 +89,7 @@ __all__ = [
     "filter_list",
     "normalise_path",
     "owner_labels",
+    "reserved_name",
     "route",
     "scope_filters",
     "scrub_engine_error",
@@ -97,6 +103,9 @@ MIN_API_VERSION = "1.40"
 MAX_TARGET = 8192
 ROLE_CHILD = "child"
 ROLE_NETWORK = "network"
+NAME_PREFIX = "agentcell-"
+"""What every engine object the platform names is named with; agents may not name theirs so."""
+_NAMED_BY_QUERY = frozenset({"container.create", "container.rename"})
 
 API_REASONS: tuple[str, ...] = (
     "request-target too long",
@@ -123,6 +132,7 @@ API_REASONS: tuple[str, ...] = (
     "endpoint not allowed",
     "invalid object name",
     "unknown query parameter",
+    "reserved name",
     "owned",
     "not owned",
     "invalid filters",
@@ -535,12 +545,19 @@ def decide_request(method: str, raw_target: str) -> Request | Decision:
     for key in query:
         if key not in found.query:
             return _deny("unknown query parameter", key[:80])
+    if found.name in _NAMED_BY_QUERY and reserved_name(query.get("name", [""])[0]):
+        return _deny("reserved name", "name")
     return Request(
         route=found,
         path=path,
         version=version or MAX_API_VERSION,
         query={k: v[0] for k, v in query.items()},
     )
+
+
+def reserved_name(name: str) -> bool:
+    """Whether ``name`` (a leading ``/`` aside) is in the platform's namespace, in any case."""
+    return name.lstrip("/").lower().startswith(NAME_PREFIX)
 
 
 # --- ownership, filters, answers --------------------------------------------------------------

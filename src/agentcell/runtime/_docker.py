@@ -23,6 +23,7 @@ from agentcell.policy import (
     LABEL_ROLE,
     LABEL_SPEC_HASH,
     LABEL_TENANT,
+    NAME_PREFIX,
     CellNames,
     Decision,
     check_container,
@@ -44,7 +45,7 @@ _SETTLE_SECONDS = 0.5
 
 def cell_names(tenant: str, cell: str, generation: int, *, workspace: bool) -> CellNames:
     """Engine object names for a cell. Only for creating: everything is found by labels."""
-    base = f"agentcell-{tenant}-{cell}"
+    base = f"{NAME_PREFIX}{tenant}-{cell}"
     return CellNames(
         container=f"{base}-g{generation}",
         network=base,

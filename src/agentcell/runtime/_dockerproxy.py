@@ -23,6 +23,7 @@ from agentcell.errors import RuntimeDriverError
 from agentcell.plan import CellKey, DesiredCell
 from agentcell.policy import (
     DOCKER_PROXY_PORT,
+    NAME_PREFIX,
     PROFILE_VERSION,
     DockerProxyConfig,
     docker_proxy_address,
@@ -74,7 +75,7 @@ class DockerProxyManager:
             tenant=key[0],
             cell=key[1],
             image=_IMAGE,
-            container=f"agentcell-{key[0]}-{key[1]}-dockerproxy",
+            container=f"{NAME_PREFIX}{key[0]}-{key[1]}-dockerproxy",
             network=network,
             address=docker_proxy_address(want.subnet),
             engine_socket=socket_path,

@@ -27,6 +27,7 @@ from agentcell.policy import (
     GATE_PROXY_PORT,
     LABEL_ROLE,
     LABEL_TENANT,
+    NAME_PREFIX,
     PROFILE_VERSION,
     GateConfig,
     gate_address,
@@ -73,7 +74,7 @@ class GateManager:
             subnet = allocate()
             ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
             net = self.client.networks.create(
-                f"agentcell-{tenant}-egress",
+                f"{NAME_PREFIX}{tenant}-egress",
                 driver="bridge",
                 internal=False,
                 ipam=ipam,
@@ -113,7 +114,7 @@ class GateManager:
             tenant=key[0],
             cell=key[1],
             image=GATE_IMAGE,
-            container=f"agentcell-{key[0]}-{key[1]}-egress",
+            container=f"{NAME_PREFIX}{key[0]}-{key[1]}-egress",
             network=network,
             address=gate_address(want.subnet),
             egress_subnet=egress_subnet,
