@@ -277,6 +277,16 @@ class Gate:
         assert isinstance(found, dict)
         return found
 
+    def said(self, *fragments: str, timeout: float = 10) -> str:
+        """The first stderr line holding every fragment (waits: a thread reads stderr)."""
+        found = wait_for(
+            lambda: next((ln for ln in list(self.log) if all(f in ln for f in fragments)), None),
+            timeout,
+            f"the gate to log {fragments}",
+        )
+        assert isinstance(found, str)
+        return found
+
     def connect(self) -> socket.socket:
         return socket.create_connection(self.proxy, timeout=10)
 

@@ -97,7 +97,7 @@ def test_policy_put_answers_the_digest_of_the_policy(gate: Gate, upstreams: Upst
     digest = gate.load(policy)
     assert digest == EgressPolicy.from_json(policy).digest()
     assert gate.call("GET", "/v1/policy") == (200, {"digest": digest, "loaded": True})
-    assert any(f"policy {digest} loaded" in line for line in gate.log)
+    gate.said(f"policy {digest} loaded")
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_a_malformed_reload_keeps_the_last_good_policy_and_says_why(
     assert status == 400
     assert says in answer["error"]
     assert loaded.call("GET", "/v1/policy")[1] == before
-    assert any("policy refused" in line and says in line for line in loaded.log)
+    loaded.said("policy refused", says)
     result = curl(loaded, f"http://127.0.0.1:{upstreams.http.port}/echo")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["path"] == "/echo"
@@ -684,7 +684,7 @@ def test_a_reload_closes_tunnels_it_no_longer_allows_and_keeps_the_others(
         assert not any(r.get("port") == b_port for r in loaded.records)
     r = last(loaded, method="CONNECT", port=b_port)
     assert (r["decision"], r["reason"], r["bytes_up"]) == ("allow", "allowed", 16)
-    assert any("1 open flows closed" in line for line in loaded.log)
+    loaded.said("1 open flows closed")
 
 
 def test_a_reload_that_keeps_a_rule_keeps_its_tunnel(loaded: Gate, upstreams: Upstreams) -> None:
@@ -808,7 +808,7 @@ def test_sigterm_stops_the_gate_cleanly(gate: Gate) -> None:
     start = time.monotonic()
     assert gate.stop() == 0
     assert time.monotonic() - start < 5
-    assert any("stopping" in line for line in gate.log)
+    gate.said("stopping")
 
 
 def _localhost_is_a_local_file_answer() -> bool:
@@ -867,4 +867,5 @@ def test_many_tunnels_at_once(loaded: Gate, upstreams: Upstreams) -> None:
     finally:
         for s, _ in tunnels:
             s.close()
-    wait_for(lambda: loaded.fds("socket:") == idle_sockets, 10, "the tunnels to close")
+    # At most as many as before: a control connection open then may have closed since.
+    wait_for(lambda: loaded.fds("socket:") <= idle_sockets, 30, "the tunnels to close")
