@@ -2,12 +2,14 @@
 
 One real ``agentcell serve`` runs tenants ``blue-*`` and ``green-*``, each with cells ``c1``
 and ``c2``; every cell has an egress gate (its policy allows the whole test pool on the
-sidecars' and the agent's ports, so only the network can stop a dial across) and a docker
-proxy (``docker: {access: own}``). From inside blue's agents, as the agent's user:
+sidecars' and the agent's ports, which the gate refuses anyway: the pool is the cells') and
+a docker proxy (``docker: {access: own}``). From inside blue's agents, as the agent's user:
 
 - network: TCP to green's agents, gates (cell and egress addresses, proxy and control
   ports) and docker proxies, and to blue's other cell, directly and through the cell's own
   gate; the cell's own gate and proxy answer, so the probe could see a path if one were open;
+  the same connects from inside blue's gate, so the network is shown to hold without the
+  gate's policy;
 - engine objects, seen from the host: networks, attachments, labels;
 - docker proxy (ATTACKS.md part C 4-6 and 8) aimed at green's objects by full id, short id,
   name and ``/name``; the same operation on the cell's own child works.
@@ -31,7 +33,7 @@ import docker.errors
 import pytest
 import yaml
 
-from agentcell.policy import DOCKER_PROXY_PORT, GATE_CONTROL_PORT, GATE_PROXY_PORT
+from agentcell.policy import DOCKER_PROXY_PORT, GATE_CONTROL_PORT, GATE_PROXY_PORT, GATE_USER
 from livecell import DEMO_IMAGE, TEST_POOL, Server, free_port, remove_labelled, wait_for
 
 pytestmark = pytest.mark.integration
@@ -191,10 +193,16 @@ class Cell:
                 result.append((a["status"], a["body"]))
         return result
 
-    def probe(self, targets: list[tuple[str, str, str, int]]) -> dict[str, str]:
-        """Outcomes of (label, "tcp"|"gate", host, port) connects from inside the agent."""
-        _, (out, err) = self.agent.exec_run(
-            ["python3", "-c", PROBE, json.dumps(targets)], user=AGENT_USER, demux=True
+    def probe(
+        self, targets: list[tuple[str, str, str, int]], *, gate: bool = False
+    ) -> dict[str, str]:
+        """Outcomes of (label, "tcp"|"gate", host, port) connects from inside the agent, or
+        (``gate``, "tcp" only) from inside the cell's gate as the gate's user."""
+        _, (out, err) = (self.gate if gate else self.agent).exec_run(
+            ["python3", "-c", PROBE, json.dumps(targets)],
+            user=GATE_USER if gate else AGENT_USER,
+            environment={"HTTP_PROXY": "http://unused:1"} if gate else None,
+            demux=True,
         )
         assert out, err
         result: dict[str, str] = json.loads(out)
@@ -242,8 +250,8 @@ def _spec(tenant: str) -> str:
                     "image": DEMO_IMAGE,
                     "env": {"AGENT_PROBE_SECONDS": "3600"},
                     "health": {"http": {"port": AGENT_PORT, "path": "/healthz"}},
-                    # A policy that names every address of the test pool: the gate would
-                    # dial across, so only the network can stop it.
+                    # A policy that names every address of the test pool: what refuses a
+                    # dial across is the gate's own rule that the pool is the cells'.
                     "egress": {
                         "allow": [
                             {
@@ -452,13 +460,13 @@ def test_no_path_through_the_cells_own_gate(
     assert outcome in ("gate 403", "gate 200 then 0 bytes"), f"{src}'s gate: {outcome}"
 
 
-def test_the_gate_dialled_and_the_network_refused(world: World, probes: dict[str, str]) -> None:
-    """The policy let the gate try green's addresses, so what stopped each was the network.
+def test_the_gate_refuses_every_address_of_the_pool(world: World, probes: dict[str, str]) -> None:
+    """The policy names green's addresses, and the gate still never dials one: the subnet
+    pool is the cells', never a destination. Blue's egress network is b1's own.
 
-    Read from the gate's own records (its stdout), not the audit trail: the control plane
-    copies a record only if it started after the last one copied, and these overlap.
+    Read from the gate's own records (its stdout), where every decision is, at once.
     """
-    wanted = {(_address(world, d, a), p): d for _, d, a, p in THROUGH_GATE}
+    wanted = {(_address(world, d, a), p): (d, a) for _, d, a, p in THROUGH_GATE}
 
     def records() -> dict[tuple[str, int], set[str]]:
         found: dict[tuple[str, int], set[str]] = {}
@@ -471,9 +479,28 @@ def test_the_gate_dialled_and_the_network_refused(world: World, probes: dict[str
     found = wait_for(records, 20, "a decision record for every probe through the gate")
     assert isinstance(found, dict)
     for (host, port), reasons in found.items():
-        assert "allowed" not in reasons, (host, port)
-        if wanted[host, port].startswith("g") and port != 22:
-            assert reasons == {"dial failed"}, (host, port, reasons)
+        dst, addr = wanted[host, port]
+        own = dst.startswith("b") and addr == "gate-egress"
+        expected = "address is the gate itself" if own else "address is another cell's"
+        assert reasons == {expected}, (dst, addr, host, port, reasons, _STALE)
+
+
+def test_from_inside_the_gate_the_network_holds_too(world: World) -> None:
+    """Without the gate's policy, the network alone: from inside blue's gate container (its
+    namespace, routes and egress network), green's agents, gates and proxies do not answer,
+    while blue's own agent does."""
+    targets = [
+        (f"{d} {a} {p}", "tcp", _address(world, d, a), p)
+        for d in ("g1", "g2")
+        for a in _ADDRESSES
+        for p in _PORTS[a]
+    ]
+    b1 = world.b1
+    targets.append(("own agent", "tcp", b1.ip(b1.agent), AGENT_PORT))
+    outcomes = b1.probe(targets, gate=True)
+    assert outcomes.pop("own agent") == "connected"
+    for label, outcome in outcomes.items():
+        assert outcome in _NO_PATH, f"blue's gate reached green {label}: {outcome}"
 
 
 # --- engine objects -----------------------------------------------------------------------------

@@ -122,6 +122,7 @@ def test_from_env_collects_own_networks_and_tls_ports() -> None:
             "AGENTCELL_TENANT": "acme",
             "AGENTCELL_CELL": "researcher",
             "AGENTCELL_OWN_NETWORKS": "10.214.3.0/24, 172.30.0.0/16",
+            "AGENTCELL_CELL_NETWORKS": "10.214.0.0/16,10.214.0.0/16",
             "AGENTCELL_TLS_PORTS": "443,8443",
         },
         local=LOCAL,
@@ -138,6 +139,7 @@ def test_from_env_collects_own_networks_and_tls_ports() -> None:
         net("10.214.3.2/32"),
         net("172.30.0.7/32"),
     }
+    assert config.cell_networks == (net("10.214.0.0/16"),)
 
 
 def test_defaults() -> None:
@@ -146,6 +148,7 @@ def test_defaults() -> None:
     )
     assert config.proxy_listen == (ip("0.0.0.0"), 3128)
     assert config.tls_ports == frozenset({443})
+    assert config.cell_networks == ()
 
 
 def test_a_wildcard_listener_makes_every_local_address_the_gates_own() -> None:
@@ -160,6 +163,7 @@ def test_a_wildcard_listener_makes_every_local_address_the_gates_own() -> None:
         ({"AGENTCELL_GATE_TOKEN": ""}, "AGENTCELL_GATE_TOKEN is required"),
         ({"AGENTCELL_CONTROL_LISTEN": ""}, "AGENTCELL_CONTROL_LISTEN is required"),
         ({"AGENTCELL_OWN_NETWORKS": "10.0.0.0/8,nope"}, "AGENTCELL_OWN_NETWORKS: 'nope'"),
+        ({"AGENTCELL_CELL_NETWORKS": "10.213.0.0/33"}, "AGENTCELL_CELL_NETWORKS: '10.213.0.0/33'"),
         ({"AGENTCELL_TLS_PORTS": "443,0"}, "AGENTCELL_TLS_PORTS: port 0 is out of range"),
         ({"AGENTCELL_PROXY_LISTEN": "localhost:3128"}, "AGENTCELL_PROXY_LISTEN"),
     ],

@@ -100,6 +100,16 @@ def test_an_answer_mixing_public_and_private_addresses_is_denied() -> None:
     assert (decision.allow, decision.reason) == (False, "address not public")
 
 
+def test_a_name_resolving_into_the_subnet_pool_is_denied_before_any_dial() -> None:
+    """The pool is every cell's; a policy allowing it (here 127.0.0.1) still never reaches it."""
+    resolver = FakeResolver({"dns.allowed.test": ["127.0.0.1"]})
+    state = GateState(OWN, cells=[ipaddress.ip_network("127.0.0.0/24")], resolver=resolver)
+    state.load(ALLOW_NAMES, "d1")
+    for host in ("dns.allowed.test", "static.allowed.test", "127.0.0.1"):
+        decision, _ = asyncio.run(state.decide(host, 80))
+        assert (decision.allow, decision.reason) == (False, "address is another cell's"), host
+
+
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [

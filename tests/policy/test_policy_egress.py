@@ -25,6 +25,7 @@ from agentcell.policy import (
     EgressDecision,
     EgressPolicy,
     IPAddress,
+    IPNetwork,
     PolicyError,
     classify,
     decide_egress,
@@ -71,6 +72,7 @@ WILD_ONLY = EgressPolicy.from_json({"allow": [{"host": "*.allowed.test"}]})
 W_WILD = "allow[0] host *.allowed.test ports 80,443"
 DENY_ONLY = EgressPolicy.from_json({"deny": [{"host": "evil.test"}]})
 OWN = (net("10.9.0.5/32"),)  # the gate's own address, inside the allowed 10.9.0.0/16
+CELLS = (net("10.9.0.0/24"), net("10.9.8.0/24"))  # the subnet pool: the gate's and others'
 
 
 def spell(address: IPAddress) -> str:
@@ -527,6 +529,46 @@ DECISIONS = [
         addresses=["10.9.9.9", "10.9.0.5"],
     ),
     row(
+        "5 another cell's address is denied even under a cidr allow (literal)",
+        "10.9.8.7",
+        8080,
+        denied("address is another cell's", "10.9.8.7"),
+    ),
+    row(
+        "5 another cell's address is denied in its mapped spelling",
+        "[::ffff:10.9.8.7]",
+        8080,
+        denied("address is another cell's", "::ffff:a09:807"),
+    ),
+    row(
+        "5 a name resolving to another cell's address (among others) is denied",
+        "internal.test",
+        8080,
+        denied("address is another cell's", "internal.test"),
+        addresses=["10.9.1.2", "10.9.8.7"],
+    ),
+    row(
+        "5 another cell's address is denied before a deny CIDR is asked",
+        "internal.test",
+        8080,
+        denied("address is another cell's", "internal.test"),
+        addresses=["10.9.9.9", "10.9.8.7"],
+    ),
+    row(
+        "5 another cell's address is denied before the public check",
+        "www.allowed.test",
+        443,
+        denied("address is another cell's", "www.allowed.test"),
+        addresses=["8.8.8.8", "10.9.8.7"],
+    ),
+    row(
+        "5 the gate itself wins over another cell's (the pool holds the gate's own network)",
+        "internal.test",
+        8080,
+        denied("address is the gate itself", "internal.test"),
+        addresses=["10.9.8.7", "10.9.0.5"],
+    ),
+    row(
         "5 a deny CIDR covering any resolved address denies the name",
         "www.allowed.test",
         443,
@@ -586,7 +628,7 @@ def test_decide_egress(
     addresses: list[IPAddress] | None,
     expected: EgressDecision,
 ) -> None:
-    decision = decide_egress(policy, host, port, addresses, own=OWN)
+    decision = decide_egress(policy, host, port, addresses, own=OWN, cells=CELLS)
     assert decision == expected
     assert decision.reason in REASONS
 
@@ -944,6 +986,30 @@ def test_normalisation_is_idempotent_and_refuses_only_with_a_reason(raw: str) ->
     assert normalise_host(str(host)) == host
 
 
+EVERYTHING = EgressPolicy.from_json(
+    {"allow": [{"cidr": "0.0.0.0/0", "ports": [80]}, {"cidr": "::/0", "ports": [80]}]}
+)
+
+
+@given(
+    st.sampled_from(["10.213.0.0/16", "172.30.0.0/20", "fd00:ac::/64"]).map(net),
+    st.integers(min_value=0),
+    st.booleans(),
+)
+def test_no_address_of_the_pool_passes_even_a_policy_allowing_everything(
+    pool: IPNetwork, offset: int, mapped: bool
+) -> None:
+    """Whatever a tenant's policy allows, its gate never dials into the subnet pool."""
+    address = pool[offset % pool.num_addresses]
+    own = (net(f"{pool[1]}/{pool.max_prefixlen}"),)  # the gate's own: inside the pool
+    if mapped and address.version == 4:
+        address = ipaddress.IPv6Address(f"::ffff:{address}")
+    d = decide_egress(EVERYTHING, spell(address), 80, own=own, cells=(pool,))
+    assert not d.allow
+    self_ = unwrap(address) == pool[1] or address == pool[1]
+    assert d.reason == ("address is the gate itself" if self_ else "address is another cell's")
+
+
 PORTS = st.one_of(st.sampled_from([22, 80, 443, 8080]), st.integers())
 ADDRESSES = st.lists(st.ip_addresses(), max_size=4)
 
@@ -952,7 +1018,7 @@ ADDRESSES = st.lists(st.ip_addresses(), max_size=4)
 def test_decide_egress_never_raises(
     host: str, port: int, addresses: list[IPAddress] | None
 ) -> None:
-    d = decide_egress(POLICY, host, port, addresses, own=OWN)
+    d = decide_egress(POLICY, host, port, addresses, own=OWN, cells=CELLS)
     assert d.reason in REASONS
     assert d.allow == (d.reason in ("allowed", "needs resolution"))
     assert (d.address is not None) == (d.reason == "allowed")

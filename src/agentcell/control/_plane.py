@@ -98,7 +98,9 @@ class ControlPlane:
             path.write_text(self.seccomp)
             path.chmod(0o644)
             seccomp_file = str(path)
-        self.driver = driver or DockerDriver(seccomp=self.seccomp, seccomp_file=seccomp_file)
+        self.driver = driver or DockerDriver(
+            seccomp=self.seccomp, seccomp_file=seccomp_file, pool=config.subnet_pool
+        )
         self.driver.secret_mounts = self.secret_files
         self.firewall = Firewall(config.subnet_pool, iptables=config.iptables)
         self.notifier = Notifier(config.webhook, self.store)

@@ -45,12 +45,15 @@ class GateConfig:
     token: str
     own_networks: tuple[IPNetwork, ...]
     tls_ports: frozenset[int]
+    cell_networks: tuple[IPNetwork, ...] = ()
+    """The subnet pool: every cell's networks, never a destination (``AGENTCELL_CELL_NETWORKS``)."""
 
     def __repr__(self) -> str:  # never show the token
         return (
             f"GateConfig(tenant={self.tenant!r}, cell={self.cell!r}, "
             f"proxy_listen={self.proxy_listen!r}, control_listen={self.control_listen!r}, "
-            f"own_networks={self.own_networks!r}, tls_ports={sorted(self.tls_ports)!r})"
+            f"own_networks={self.own_networks!r}, tls_ports={sorted(self.tls_ports)!r}, "
+            f"cell_networks={self.cell_networks!r})"
         )
 
     @classmethod
@@ -79,12 +82,7 @@ class GateConfig:
             )
         control = parse_listen("AGENTCELL_CONTROL_LISTEN", raw_control, discovered)
 
-        own: list[IPNetwork] = list(_ALWAYS_OWN)
-        for item in _split(env.get("AGENTCELL_OWN_NETWORKS", "")):
-            try:
-                own.append(ipaddress.ip_network(item, strict=False))
-            except ValueError as e:
-                raise GateConfigError(f"AGENTCELL_OWN_NETWORKS: {item!r} is not a CIDR") from e
+        own: list[IPNetwork] = [*_ALWAYS_OWN, *_networks(env, "AGENTCELL_OWN_NETWORKS")]
         for address, _ in (proxy, control):
             if address.is_unspecified:
                 # A wildcard listener is reachable at every address of this host.
@@ -103,7 +101,19 @@ class GateConfig:
             token=token,
             own_networks=tuple(dict.fromkeys(own)),
             tls_ports=frozenset(tls_ports),
+            cell_networks=tuple(dict.fromkeys(_networks(env, "AGENTCELL_CELL_NETWORKS"))),
         )
+
+
+def _networks(env: Mapping[str, str], var: str) -> list[IPNetwork]:
+    """A comma-separated list of CIDRs."""
+    out: list[IPNetwork] = []
+    for item in _split(env.get(var, "")):
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as e:
+            raise GateConfigError(f"{var}: {item!r} is not a CIDR") from e
+    return out
 
 
 def _split(raw: str) -> list[str]:

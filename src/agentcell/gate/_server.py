@@ -97,7 +97,7 @@ async def serve(config: GateConfig) -> int:
         proxy_sock.close()
         log(f"cannot start: control port {config.control_listen}: {e}")
         return 2
-    state = GateState(config.own_networks)
+    state = GateState(config.own_networks, cells=config.cell_networks)
     proxy = Proxy(state, RecordWriter(config.tenant, config.cell), config.tls_ports)
     control = Control(state, config.token)
     stop = asyncio.Event()
@@ -111,7 +111,8 @@ async def serve(config: GateConfig) -> int:
     log(
         f"started: proxy={_where(proxy_sock)} control={_where(control_sock)} "
         f"tenant={config.tenant} cell={config.cell} tls_ports={sorted(config.tls_ports)} "
-        f"own={','.join(map(str, config.own_networks))}; no policy yet, denying everything"
+        f"own={','.join(map(str, config.own_networks))} "
+        f"cells={','.join(map(str, config.cell_networks))}; no policy yet, denying everything"
     )
     await stop.wait()
     log("stopping")

@@ -84,16 +84,18 @@ class Flow:
 
 
 class GateState:
-    """Policy, own networks and open flows of one gate process."""
+    """Policy, own and cell networks, and open flows of one gate process."""
 
     def __init__(
         self,
         own: Sequence[IPNetwork],
         *,
+        cells: Sequence[IPNetwork] = (),
         resolver: Resolver = socket.getaddrinfo,
         resolve_timeout: float = 5.0,
     ) -> None:
         self.own = tuple(own)
+        self.cells = tuple(cells)
         self._resolver = resolver
         self._resolve_timeout = resolve_timeout
         self._lookups: ThreadPoolExecutor | None = None  # started by the first lookup
@@ -135,14 +137,14 @@ class GateState:
         if policy is None:
             return deny(NO_POLICY), False
         try:
-            decision = decide_egress(policy, host, port, own=self.own)
+            decision = decide_egress(policy, host, port, own=self.own, cells=self.cells)
             if not (decision.allow and decision.needs_resolution):
                 return self._checked(decision), False
             try:
                 addresses = await self._resolve(decision.host, port)
             except _ResolveError as e:
                 return deny(e.reason, decision.rule), True
-            decision = decide_egress(policy, host, port, addresses, own=self.own)
+            decision = decide_egress(policy, host, port, addresses, own=self.own, cells=self.cells)
             return self._checked(decision), True
         except Exception:
             log("decision failed, denying:\n" + traceback.format_exc().rstrip())
@@ -158,7 +160,9 @@ class GateState:
     def _still_allowed(self, policy: EgressPolicy, flow: Flow) -> EgressDecision:
         """Re-decide an open flow under ``policy`` for its host, port and dialled address."""
         try:
-            decision = decide_egress(policy, flow.host, flow.port, [flow.address], own=self.own)
+            decision = decide_egress(
+                policy, flow.host, flow.port, [flow.address], own=self.own, cells=self.cells
+            )
         except Exception:
             log("re-decision failed, closing:\n" + traceback.format_exc().rstrip())
             return deny(INTERNAL_ERROR)

@@ -11,7 +11,8 @@ A cell's only way out. It listens on two ports:
 
 It starts with no policy and denies everything until one is loaded. Other settings:
 ``AGENTCELL_TENANT`` and ``AGENTCELL_CELL`` (for records), ``AGENTCELL_OWN_NETWORKS``
-(CIDRs that are the gate's or the cell's own: always denied), ``AGENTCELL_TLS_PORTS``
+(CIDRs that are the gate's or the cell's own: always denied), ``AGENTCELL_CELL_NETWORKS``
+(the subnet pool, where only other cells live: always denied), ``AGENTCELL_TLS_PORTS``
 (default ``443``: CONNECTs to these must carry a ClientHello whose SNI names the
 CONNECT host). Lifecycle messages go to stderr. SIGTERM or SIGINT stops it.
 

@@ -20,8 +20,10 @@ mirrors it row by row). The reason each step gives is in quotes; ``REASONS`` lis
    resolution"). A literal needs no resolution. An empty answer is "no addresses".
 5. Classify every address (mapped, NAT64, 6to4, Teredo and compatible forms are
    unwrapped first). The gate's own addresses and networks are always denied ("address
-   is the gate itself"); so is a deny-rule CIDR covering any address ("address denied
-   by rule"). An address outside global unicast is allowed only when an explicit
+   is the gate itself"), and so is the rest of the subnet pool, where only other cells
+   and their gates live ("address is another cell's"): the network keeps them apart,
+   and the gate never tries. So is a deny-rule CIDR covering any address ("address
+   denied by rule"). An address outside global unicast is allowed only when an explicit
    ``cidr`` allow rule covers it and the port ("address not public"). If any address of
    the answer is refused, the whole request is denied.
 6. Allow, naming the rule and the one address to dial: the gate dials exactly it
@@ -88,6 +90,7 @@ REASONS: tuple[str, ...] = (
     "no rule allows this port",
     "no addresses",
     "address is the gate itself",
+    "address is another cell's",
     "address denied by rule",
     "address not public",
 )
@@ -110,6 +113,7 @@ class AddressClass(StrEnum):
     UNSPECIFIED = "unspecified"
     RESERVED = "reserved"  # documentation, benchmarking, 240/4, broadcast, ...
     SELF = "self"  # the gate's own addresses and the cell's own networks
+    CELL = "cell"  # the rest of the subnet pool: other cells' networks and gates
 
 
 def _rows(*rows: tuple[str, AddressClass]) -> tuple[tuple[IPNetwork, AddressClass], ...]:
@@ -270,11 +274,16 @@ def unwrap(address: IPAddress) -> IPAddress:
     return address
 
 
-def classify(address: IPAddress, *, own: Sequence[IPNetwork] = ()) -> AddressClass:
-    """The class of ``address`` (unwrapped first); ``own`` networks classify as SELF."""
+def classify(
+    address: IPAddress, *, own: Sequence[IPNetwork] = (), cells: Sequence[IPNetwork] = ()
+) -> AddressClass:
+    """The class of ``address`` (unwrapped first); ``own`` networks classify as SELF, then
+    ``cells`` (the subnet pool) as CELL."""
     forms = (unwrap(address), address)
     if any(form in net for net in own for form in forms):
         return AddressClass.SELF
+    if any(form in net for net in cells for form in forms):
+        return AddressClass.CELL
     for form in forms:
         cls = next((c for net, c in ADDRESS_CLASSES if form in net), AddressClass.RESERVED)
         if cls is not AddressClass.GLOBAL:
@@ -289,6 +298,7 @@ def decide_egress(
     addresses: Sequence[IPAddress] | None = None,
     *,
     own: Sequence[IPNetwork] = (),
+    cells: Sequence[IPNetwork] = (),
 ) -> EgressDecision:
     """Decide one request; see the module docstring for the order."""
     try:
@@ -325,9 +335,11 @@ def decide_egress(
     if not answer:
         return EgressDecision(False, "no addresses", host=shown)
 
-    classes = [classify(a, own=own) for a in answer]
+    classes = [classify(a, own=own, cells=cells) for a in answer]
     if AddressClass.SELF in classes:
         return EgressDecision(False, "address is the gate itself", host=shown)
+    if AddressClass.CELL in classes:
+        return EgressDecision(False, "address is another cell's", host=shown)
     for a in answer:
         for rule in policy.deny:
             if rule.has_port(port) and _covers(rule, a):

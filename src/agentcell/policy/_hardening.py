@@ -172,6 +172,7 @@ class GateConfig:
     egress_subnet: str  # the tenant's egress network, where the control port listens
     cell_subnet: str
     token: str
+    pool: str = ""  # the subnet pool every cell's networks come from: never a destination
 
 
 def gate_address(subnet: str) -> str:
@@ -188,6 +189,7 @@ def gate_body(gate: GateConfig, *, seccomp: str | None, gate_hash: str) -> dict[
         "AGENTCELL_PROXY_LISTEN": f"{gate.address}:{GATE_PROXY_PORT}",
         "AGENTCELL_CONTROL_LISTEN": f"subnet:{gate.egress_subnet}:{GATE_CONTROL_PORT}",
         "AGENTCELL_OWN_NETWORKS": f"{gate.cell_subnet},{gate.egress_subnet}",
+        "AGENTCELL_CELL_NETWORKS": gate.pool,
         "AGENTCELL_GATE_TOKEN": gate.token,
     }
     labels = {

@@ -100,6 +100,7 @@ class DockerDriver:
         *,
         seccomp: str | None = None,
         seccomp_file: str | None = None,
+        pool: str = "",
     ) -> None:
         self.seccomp = seccomp
         """The cells' seccomp profile as JSON text; None keeps the engine's default."""
@@ -110,7 +111,7 @@ class DockerDriver:
             raise RuntimeDriverError(
                 f"no Docker Engine answers ({e}); start one (make demo does) or set DOCKER_HOST"
             ) from None
-        self.gates = GateManager(self.client, seccomp)
+        self.gates = GateManager(self.client, seccomp, pool)
         self.dockerproxies = DockerProxyManager(self.client, seccomp, seccomp_file)
         self.secret_mounts: SecretMounts | None = None
         """Writes a cell's secret files; called right before every start of its agent."""

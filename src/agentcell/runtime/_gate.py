@@ -54,9 +54,11 @@ class Gate:
 class GateManager:
     """Creates, finds and feeds gates. One per driver; thread-safe."""
 
-    def __init__(self, client: docker.DockerClient, seccomp: str | None) -> None:
+    def __init__(self, client: docker.DockerClient, seccomp: str | None, pool: str = "") -> None:
         self.client = client
         self.seccomp = seccomp
+        self.pool = pool
+        """The subnet pool (CIDR) every cell network comes from; gates never dial into it."""
         self._tenant_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
@@ -120,6 +122,7 @@ class GateManager:
             egress_subnet=egress_subnet,
             cell_subnet=want.subnet,
             token=token,
+            pool=self.pool,
         )
         wanted_hash = self._hash(config)
         try:
