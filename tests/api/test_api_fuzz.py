@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from agentcell.api import create_app
 from agentcell.control import ControlPlane
@@ -152,7 +152,8 @@ def test_no_operation_fails_or_breaks_its_schema_as_admin(
 
     def check(case: Any) -> None:
         case.call_and_validate(
-            headers=headers, checks=[not_a_server_error, response_schema_conformance]
+            headers=headers,
+            checks=[not_a_server_error, response_schema_conformance, status_code_conformance],
         )
 
     fuzz(plane, api_schema, method, path, check)
@@ -167,7 +168,8 @@ def test_a_tenant_sees_nothing_of_another_tenant(
 
     def check(case: Any) -> None:
         response = case.call_and_validate(
-            headers=headers, checks=[not_a_server_error, response_schema_conformance]
+            headers=headers,
+            checks=[not_a_server_error, response_schema_conformance, status_code_conformance],
         )
         leaked = _markers_leaked(case, response)
         assert not leaked, (

@@ -8,13 +8,15 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, TypeAdapter
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentcell import __version__
 from agentcell.control import (
@@ -46,6 +48,52 @@ from agentcell.spec import Name, json_schema
 __all__ = ["create_app"]
 
 
+class Problem(BaseModel):
+    """Every error answer but a request that fails validation: what kind, and why."""
+
+    error: str = Field(description="the kind of error, e.g. NotFoundError")
+    reason: str = Field(description="what is wrong, in a sentence")
+    hint: str | None = Field(default=None, description="what would be valid, when known")
+
+
+class SpecProblem(Problem):
+    """A spec that does not validate: each issue names its place in the document."""
+
+    issues: list[dict[str, Any]]
+
+
+class InvalidRequest(BaseModel):
+    """A request that fails validation: where (``loc``) and what (``msg``) for each error."""
+
+    detail: list[dict[str, Any]]
+
+
+_WHY = {
+    400: "The body could not be read: not JSON, or not in the declared encoding.",
+    401: "No valid token. Send 'Authorization: Bearer <token>'.",
+    403: "The token may not do this: an admin-only operation, or a Tenant document.",
+    404: "No such object; another tenant's objects answer the same.",
+    409: "The request contradicts stored state or a limit (quota, cell state, names in use).",
+    429: "Too many failed authentications from this client; retry after Retry-After seconds.",
+    502: "The Docker Engine failed or did not answer.",
+    503: "The control plane's store failed.",
+}
+
+
+_YAML: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "YAML documents (a Tenant, then its Agents) after a comment header.",
+        "content": {"application/yaml": {}},  # a stream of documents: no one schema
+    }
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route that takes a token: 401, 429 and 503, and
+    ``codes``."""
+    return {c: {"model": Problem, "description": _WHY[c]} for c in sorted({401, 429, 503, *codes})}
+
+
 class ApplyRequest(BaseModel):
     yaml: str = Field(description="spec text: one or more YAML documents")
     source: str = Field(default="<api>", description="file name used in error messages")
@@ -63,29 +111,11 @@ def auth(request: Request) -> Principal:
     """The caller, or 401 (and an audit record) without a valid token; 429 while limited."""
     plane: ControlPlane = request.app.state.plane
     client = request.client.host if request.client else "?"
-    try:
-        return plane.auth.check(
-            request.headers.get("authorization"),
-            client,
-            {"method": request.method, "path": request.url.path},
-        )
-    except RateLimitedError as e:
-        raise HTTPException(
-            429,
-            detail={"error": "rate limited", "reason": str(e)},
-            headers={"Retry-After": str(math.ceil(e.retry_after))},
-        ) from None
-    except UnauthorizedError as e:
-        raise HTTPException(
-            401,
-            detail={
-                "error": "unauthorized",
-                "reason": str(e),
-                "hint": "send 'Authorization: Bearer <token>': the admin token is in the "
-                "state directory, a tenant token comes from 'agentcell tenant create'",
-            },
-            headers={"WWW-Authenticate": "Bearer"},
-        ) from None
+    return plane.auth.check(
+        request.headers.get("authorization"),
+        client,
+        {"method": request.method, "path": request.url.path},
+    )
 
 
 Caller = Annotated[Principal, Depends(auth)]
@@ -126,6 +156,10 @@ def scoped_tenant(caller: Principal, tenant: str | None) -> str | None:
 
 
 _NOBODY = "-"  # no tenant has this name: Name never starts with '-'
+_AUTH_HINT = (
+    "send 'Authorization: Bearer <token>': the admin token is in the state directory, "
+    "a tenant token comes from 'agentcell tenant create'"
+)
 
 
 def create_app(plane: ControlPlane) -> FastAPI:
@@ -147,8 +181,32 @@ def create_app(plane: ControlPlane) -> FastAPI:
         ]
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
+    @app.exception_handler(StarletteHTTPException)
+    def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The framework's own refusals (an unreadable body, no such route or method) in the
+        same shape as every other error."""
+        phrase = HTTPStatus(exc.status_code).phrase
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": phrase, "reason": str(exc.detail)},
+            headers=exc.headers,
+        )
+
     @app.exception_handler(AgentcellError)
     def _errors(_: Request, exc: AgentcellError) -> JSONResponse:
+        # RateLimitedError is an UnauthorizedError: it is asked first.
+        if isinstance(exc, RateLimitedError):
+            return JSONResponse(
+                status_code=429,
+                content={"error": type(exc).__name__, "reason": str(exc)},
+                headers={"Retry-After": str(math.ceil(exc.retry_after))},
+            )
+        if isinstance(exc, UnauthorizedError):
+            return JSONResponse(
+                status_code=401,
+                content={"error": type(exc).__name__, "reason": str(exc), "hint": _AUTH_HINT},
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if isinstance(exc, SpecError):
             return JSONResponse(
                 status_code=422,
@@ -180,12 +238,21 @@ def create_app(plane: ControlPlane) -> FastAPI:
     def schema() -> dict[str, Any]:
         return json_schema()
 
-    @app.get("/v1/whoami")
+    @app.get("/v1/whoami", responses=errors())
     def whoami(caller: Caller) -> dict[str, Any]:
         """Who the presented token is: the admin, or which tenant (and token id)."""
         return {"admin": caller.is_admin, "tenant": caller.tenant, "token_id": caller.token_id}
 
-    @app.post("/v1/apply")
+    @app.post(
+        "/v1/apply",
+        responses={
+            **errors(400, 403, 409),
+            422: {
+                "model": SpecProblem | InvalidRequest,
+                "description": "The spec does not validate (issues), or the request does not.",
+            },
+        },
+    )
     def apply(body: ApplyRequest, caller: Caller) -> dict[str, Any]:
         result = plane.apply(body.yaml, body.source, caller.actor, scope=caller.tenant)
         return {"tenants": result.tenants, "cells": result.cells}
@@ -193,7 +260,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
     # The two lists are encoded here in one pass: FastAPI would first validate every item
     # against ``list[dict[str, Any]]`` (a third of the time at 1,000 cells). The documented
     # response schema stays the same through ``response_model``.
-    @app.get("/v1/tenants", response_model=list[dict[str, Any]])
+    @app.get("/v1/tenants", responses=errors(), response_model=list[dict[str, Any]])
     def tenants(caller: Caller) -> Response:
         return _json(
             [
@@ -203,36 +270,42 @@ def create_app(plane: ControlPlane) -> FastAPI:
             ]
         )
 
-    @app.post("/v1/tenants", status_code=201)
+    @app.post("/v1/tenants", responses=errors(400, 403, 409), status_code=201)
     def create_tenant(body: TenantCreate, caller: Caller) -> dict[str, Any]:
         """A new tenant and its first token. The token is in this answer and nowhere else."""
         admin_only(caller, "creating a tenant")
         issued = plane.create_tenant(body.name, caller.actor)
         return {"tenant": issued.tenant, "token_id": issued.id, "token": issued.token}
 
-    @app.delete("/v1/tenants/{tenant}", status_code=204)
+    @app.delete("/v1/tenants/{tenant}", responses=errors(403, 404, 409), status_code=204)
     def delete_tenant(tenant: str, caller: Caller) -> None:
         visible_tenant(caller, tenant)
         admin_only(caller, "removing a tenant")
         plane.remove_tenant(tenant, caller.actor)
 
-    @app.get("/v1/tenants/{tenant}/export", response_class=PlainTextResponse)
+    @app.get(
+        "/v1/tenants/{tenant}/export",
+        responses={**_YAML, **errors(404)},
+        response_class=Response,  # errors stay documented as JSON
+    )
     def export(tenant: str, caller: Caller) -> PlainTextResponse:
         """The tenant's spec and its agents' specs as YAML; never a secret value."""
         text = plane.export(visible_tenant(caller, tenant))
         return PlainTextResponse(text, media_type="application/yaml")
 
-    @app.get("/v1/tenants/{tenant}/tokens")
+    @app.get("/v1/tenants/{tenant}/tokens", responses=errors(404))
     def tokens(tenant: str, caller: Caller) -> list[dict[str, Any]]:
         """The tenant's tokens by id and creation time (revoked ones too); never a secret."""
         return plane.tokens.list(visible_tenant(caller, tenant))
 
-    @app.post("/v1/tenants/{tenant}/tokens", status_code=201)
+    @app.post("/v1/tenants/{tenant}/tokens", responses=errors(404), status_code=201)
     def issue_token(tenant: str, caller: Caller) -> dict[str, Any]:
         issued = plane.tokens.issue(visible_tenant(caller, tenant), caller.actor)
         return {"tenant": tenant, "token_id": issued.id, "token": issued.token}
 
-    @app.post("/v1/tenants/{tenant}/tokens/{token_id}/rotate", status_code=201)
+    @app.post(
+        "/v1/tenants/{tenant}/tokens/{token_id}/rotate", responses=errors(404), status_code=201
+    )
     def rotate_token(tenant: str, token_id: str, caller: Caller) -> dict[str, Any]:
         """A new token replaces this one, which stops working at once."""
         issued = plane.tokens.rotate(visible_tenant(caller, tenant), token_id, caller.actor)
@@ -243,44 +316,44 @@ def create_app(plane: ControlPlane) -> FastAPI:
             "replaces": token_id,
         }
 
-    @app.delete("/v1/tenants/{tenant}/tokens/{token_id}")
+    @app.delete("/v1/tenants/{tenant}/tokens/{token_id}", responses=errors(404))
     def revoke_token(tenant: str, token_id: str, caller: Caller) -> dict[str, Any]:
         revoked = plane.tokens.revoke(visible_tenant(caller, tenant), token_id, caller.actor)
         return {"token_id": token_id, "revoked": revoked}
 
-    @app.get("/v1/cells", response_model=list[dict[str, Any]])
+    @app.get("/v1/cells", responses=errors(), response_model=list[dict[str, Any]])
     def cells(caller: Caller, tenant: str | None = None) -> Response:
         return _json(plane.cells(scoped_tenant(caller, tenant)))
 
-    @app.get("/v1/cells/{tenant}/{name}")
+    @app.get("/v1/cells/{tenant}/{name}", responses=errors(404, 502))
     def cell(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
         return plane.cell(visible_cell(caller, tenant, name))
 
-    @app.post("/v1/cells/{tenant}/{name}/pause")
+    @app.post("/v1/cells/{tenant}/{name}/pause", responses=errors(404, 409, 502))
     def pause_cell(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
         """Kill switch: the agent is killed at once, its sidecars stopped, recovery suspended."""
         key = visible_cell(caller, tenant, name)
         changed = plane.pause(key, paused=True, actor=caller.actor)
         return {"cells": [name], "changed": changed}
 
-    @app.post("/v1/cells/{tenant}/{name}/resume")
+    @app.post("/v1/cells/{tenant}/{name}/resume", responses=errors(404, 409, 502))
     def resume_cell(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
         key = visible_cell(caller, tenant, name)
         changed = plane.pause(key, paused=False, actor=caller.actor)
         return {"cells": [name], "changed": changed}
 
-    @app.post("/v1/tenants/{tenant}/pause")
+    @app.post("/v1/tenants/{tenant}/pause", responses=errors(404, 409, 502))
     def pause_tenant(tenant: str, caller: Caller) -> dict[str, Any]:
         """Kill switch for every cell of the tenant, including cells deployed while paused."""
         name = visible_tenant(caller, tenant)
         return {"cells": plane.pause_tenant(name, paused=True, actor=caller.actor)}
 
-    @app.post("/v1/tenants/{tenant}/resume")
+    @app.post("/v1/tenants/{tenant}/resume", responses=errors(404, 409, 502))
     def resume_tenant(tenant: str, caller: Caller) -> dict[str, Any]:
         name = visible_tenant(caller, tenant)
         return {"cells": plane.pause_tenant(name, paused=False, actor=caller.actor)}
 
-    @app.get("/v1/cells/{tenant}/{name}/wait")
+    @app.get("/v1/cells/{tenant}/{name}/wait", responses=errors(404, 502))
     def wait(
         tenant: str,
         name: str,
@@ -294,7 +367,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
         gone = plane.store.cell(key) is None
         return {**plane.status_view(st), "gone": gone}
 
-    @app.delete("/v1/cells/{tenant}/{name}", status_code=202)
+    @app.delete("/v1/cells/{tenant}/{name}", responses=errors(404, 502), status_code=202)
     def delete_cell(
         tenant: str, name: str, caller: Caller, keep_workspace: bool = False
     ) -> dict[str, str]:
@@ -302,7 +375,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
         plane.remove(key, keep_workspace=keep_workspace, actor=caller.actor)
         return {"status": "removing"}
 
-    @app.get("/v1/cells/{tenant}/{name}/logs")
+    @app.get("/v1/cells/{tenant}/{name}/logs", responses=errors(404, 502))
     def logs(
         tenant: str,
         name: str,
@@ -313,7 +386,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
         chunks = plane.logs(visible_cell(caller, tenant, name), follow=follow, tail=tail)
         return StreamingResponse(chunks, media_type="application/octet-stream")
 
-    @app.post("/v1/cells/{tenant}/{name}/exec")
+    @app.post("/v1/cells/{tenant}/{name}/exec", responses=errors(400, 404, 409, 502))
     def exec_(tenant: str, name: str, body: ExecRequest, caller: Caller) -> StreamingResponse:
         """Runs a command as the agent's user; NDJSON lines of output, then the exit code."""
         key = visible_cell(caller, tenant, name)
@@ -328,12 +401,12 @@ def create_app(plane: ControlPlane) -> FastAPI:
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
-    @app.post("/v1/cells/{tenant}/{name}/verify")
+    @app.post("/v1/cells/{tenant}/{name}/verify", responses=errors(404, 409, 502))
     def verify(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
         results = plane.verify(visible_cell(caller, tenant, name), caller.actor)
         return {"ok": all(r.ok for r in results), "checks": [r.__dict__ for r in results]}
 
-    @app.get("/v1/cells/{tenant}/{name}/egress", response_model=None)
+    @app.get("/v1/cells/{tenant}/{name}/egress", responses=errors(404), response_model=None)
     def egress_log(
         tenant: str,
         name: str,
@@ -358,7 +431,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
         stream = _follow(plane.store.audit_log, query, first, _ndjson_chunk)
         return StreamingResponse(stream, media_type="application/x-ndjson")
 
-    @app.get("/v1/gc")
+    @app.get("/v1/gc", responses=errors(403, 502))
     def gc_dry_run(
         caller: Caller, tenant: str | None = None, all_tenants: bool = False
     ) -> dict[str, Any]:
@@ -370,7 +443,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
             plane.gc(apply=False, actor=caller.actor, tenant=tenant, all_tenants=all_tenants)
         )
 
-    @app.post("/v1/gc")
+    @app.post("/v1/gc", responses=errors(403, 502))
     def gc(caller: Caller, tenant: str | None = None, all_tenants: bool = False) -> dict[str, Any]:
         """Remove the orphans (of one tenant, if given); one audit record per removal."""
         admin_only(caller, "gc")
@@ -378,7 +451,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
             plane.gc(apply=True, actor=caller.actor, tenant=tenant, all_tenants=all_tenants)
         )
 
-    @app.get("/v1/audit", response_model=None)
+    @app.get("/v1/audit", responses=errors(), response_model=None)
     def audit(
         caller: Caller,
         tenant: str | None = None,

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from agentcell.api._app import Caller, invalid_input, visible_cell, visible_tenant
+from agentcell.api._app import Caller, errors, invalid_input, visible_cell, visible_tenant
 from agentcell.control import ControlPlane
 from agentcell.errors import InputError
 
@@ -29,7 +29,7 @@ def _unprocessable(e: Exception) -> RequestValidationError:
 def add_secret_routes(app: FastAPI, plane: ControlPlane) -> None:
     """Add the ``/v1/tenants/{tenant}/secrets`` routes and ``POST .../restart`` to ``app``."""
 
-    @app.put("/v1/tenants/{tenant}/secrets/{name}")
+    @app.put("/v1/tenants/{tenant}/secrets/{name}", responses=errors(400, 404))
     def put_secret(tenant: str, name: str, body: SecretPut, caller: Caller) -> dict[str, Any]:
         """Set or rotate a secret. Returns its version and times; never the value."""
         visible_tenant(caller, tenant)
@@ -42,17 +42,17 @@ def add_secret_routes(app: FastAPI, plane: ControlPlane) -> None:
         except InputError as e:
             raise _unprocessable(e) from None
 
-    @app.get("/v1/tenants/{tenant}/secrets")
+    @app.get("/v1/tenants/{tenant}/secrets", responses=errors(404))
     def list_secrets(tenant: str, caller: Caller) -> list[dict[str, Any]]:
         """Names, versions, times and the cells using each; there is no way to read a value."""
         return plane.secrets.listing(visible_tenant(caller, tenant))
 
-    @app.delete("/v1/tenants/{tenant}/secrets/{name}", status_code=204)
+    @app.delete("/v1/tenants/{tenant}/secrets/{name}", responses=errors(404, 409), status_code=204)
     def delete_secret(tenant: str, name: str, caller: Caller) -> None:
         """Remove a secret; 409 naming the cells while any cell lists it."""
         plane.secrets.remove(visible_tenant(caller, tenant), name, caller.actor)
 
-    @app.post("/v1/cells/{tenant}/{name}/restart")
+    @app.post("/v1/cells/{tenant}/{name}/restart", responses=errors(404, 409, 502))
     def restart_cell(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
         """Restart the agent (its secret files rewritten first). Returns the request number;
         the cell's ``restart.honoured`` reaches it when done."""
