@@ -269,6 +269,20 @@ def test_tenant_create_shows_the_token_once_and_stores_a_hash(server: Server) ->
     assert call(server, token, "GET", "/v1/whoami").status_code == 401
 
 
+def test_a_token_with_a_lifetime_shows_and_lists_its_expiry(server: Server) -> None:
+    made = server.cli("tenant", "create", "tnlife", "--expires", "90d", check=True)
+    assert "expires 20" in made.stdout  # the local time, ISO 8601
+    token = next(line for line in made.stdout.splitlines() if line.startswith("act_"))
+    assert call(server, token, "GET", "/v1/whoami").json()["tenant"] == "tnlife"
+    server.cli("token", "create", "tnlife", "--expires", "12h", check=True)
+    table = server.cli("token", "ls", "tnlife", check=True).stdout
+    assert "EXPIRES" in table and table.count(" live") == 2
+    rows = yaml.safe_load(server.cli("token", "ls", "tnlife", "-o", "json", check=True).stdout)
+    lifetimes = sorted(round((t["expires"] - t["created"]) / 3600) for t in rows)
+    assert lifetimes == [12, 90 * 24]
+    server.cli("tenant", "rm", "tnlife", check=True)
+
+
 def test_export_writes_specs_that_deploy_again(server: Server, tmp_path: Path) -> None:
     text = server.cli("export", "tnblue", check=True).stdout
     docs = list(yaml.safe_load_all(text))

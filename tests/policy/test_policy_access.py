@@ -23,12 +23,16 @@ SECRET = "s" * 43
 OTHER = "o" * 43
 LIVE = StoredToken("0123456789ab", "acme", hash_secret(SECRET), 1.0)
 GONE = StoredToken("ba9876543210", "acme", hash_secret(SECRET), 1.0, revoked=2.0)
-STORE = {t.id: t for t in (LIVE, GONE)}
+NOW = 1000.0
+LATER = StoredToken("111111111111", "acme", hash_secret(SECRET), 1.0, expires=NOW + 1)
+PAST = StoredToken("222222222222", "acme", hash_secret(SECRET), 1.0, expires=NOW)
+BOTH = StoredToken("333333333333", "acme", hash_secret(SECRET), 1.0, revoked=2.0, expires=3.0)
+STORE = {t.id: t for t in (LIVE, GONE, LATER, PAST, BOTH)}
 TENANT = f"act_{LIVE.id}.{SECRET}"
 
 
 def check(header: str | None) -> tuple[Principal | None, str]:
-    principal, decision = authenticate(header, ADMIN_TOKEN, STORE.get)
+    principal, decision = authenticate(header, ADMIN_TOKEN, STORE.get, now=NOW)
     assert decision.reason in AUTH_REASONS
     assert (principal is not None) is decision.allow
     return principal, decision.reason
@@ -59,6 +63,15 @@ ROWS: list[tuple[str, str | None, Principal | None, str]] = [
     ("an unknown token id", f"Bearer act_aaaaaaaaaaaa.{SECRET}", None, "invalid token"),
     ("a revoked token", f"Bearer act_{GONE.id}.{SECRET}", None, "revoked token"),
     ("a revoked token, wrong secret", f"Bearer act_{GONE.id}.{OTHER}", None, "invalid token"),
+    (
+        "a token that expires later",
+        f"Bearer act_{LATER.id}.{SECRET}",
+        Principal("acme", LATER.id),
+        "tenant token",
+    ),
+    ("a token at its expiry", f"Bearer act_{PAST.id}.{SECRET}", None, "expired token"),
+    ("an expired token, wrong secret", f"Bearer act_{PAST.id}.{OTHER}", None, "invalid token"),
+    ("revoked and expired: revoked", f"Bearer act_{BOTH.id}.{SECRET}", None, "revoked token"),
     ("a tenant token cut short", f"Bearer {TENANT[:-1]}", None, "invalid token"),
     ("a tenant token and more", f"Bearer {TENANT}x", None, "invalid token"),
     ("upper-case id", f"Bearer act_{LIVE.id.upper()}.{SECRET}", None, "invalid token"),
@@ -76,7 +89,7 @@ def test_authenticate(header: str | None, principal: Principal | None, reason: s
 
 
 def test_an_empty_admin_token_lets_nobody_in_as_admin() -> None:
-    principal, decision = authenticate("Bearer ", "", STORE.get)
+    principal, decision = authenticate("Bearer ", "", STORE.get, now=NOW)
     assert principal is None and decision.reason == "invalid token"
 
 
@@ -88,7 +101,7 @@ def test_only_the_two_kinds_of_token_pass(credential: str) -> None:
     elif credential == TENANT:
         assert principal == Principal("acme", LIVE.id)
     else:
-        assert principal is None and reason in ("invalid token", "revoked token")
+        assert principal is None and reason in ("invalid token", "revoked token", "expired token")
 
 
 @given(
@@ -101,6 +114,26 @@ def test_only_the_two_kinds_of_token_pass(credential: str) -> None:
 def test_a_tenant_token_passes_only_with_its_own_secret(secret: str) -> None:
     principal, _ = check(f"Bearer act_{LIVE.id}.{secret}")
     assert (principal is not None) is (secret == SECRET)
+
+
+@given(
+    created=st.floats(0, 1e9),
+    lifetime=st.one_of(st.none(), st.floats(60, 1e9)),
+    revoked=st.one_of(st.none(), st.floats(0, 2e9)),
+    now=st.floats(0, 2e9),
+)
+def test_a_token_works_exactly_while_unrevoked_and_before_its_expiry(
+    created: float, lifetime: float | None, revoked: float | None, now: float
+) -> None:
+    expires = None if lifetime is None else created + lifetime
+    token = StoredToken("444444444444", "acme", hash_secret(SECRET), created, revoked, expires)
+    principal, decision = authenticate(
+        f"Bearer act_{token.id}.{SECRET}", ADMIN_TOKEN, {token.id: token}.get, now=now
+    )
+    works = revoked is None and (expires is None or now < expires)
+    assert (principal is not None) is works
+    if not works:
+        assert decision.reason == ("revoked token" if revoked is not None else "expired token")
 
 
 @pytest.mark.parametrize(

@@ -268,7 +268,7 @@ SIZE_HELP = (
     "is not a size: use a number of bytes or a number with one of the units Ki, Mi, Gi, Ti "
     "(powers of 1024) or k, M, G, T (powers of 1000), e.g. 512Mi"
 )
-DURATION_HELP = "is not a duration: use a number with one of the units ms, s, m, h, e.g. 10s"
+DURATION_HELP = "is not a duration: use a number with one of the units ms, s, m, h, d, e.g. 10s"
 NAME_HELP = (
     "must be lowercase letters, digits and '-', 1 to 40 characters, "
     "starting and ending with a letter or digit"
@@ -409,9 +409,9 @@ BAD: list[tuple[str, str, list[Located]]] = [
         [(1, 9, "spec.restart.window", f"'600' {DURATION_HELP}")],
     ),
     (
-        "a duration in days is refused",
-        AGENT + "  health:\n    tcp: {port: 80}\n    interval: 1d\n",
-        [(1, 10, "spec.health.interval", f"'1d' {DURATION_HELP}")],
+        "a duration in weeks is refused",
+        AGENT + "  health:\n    tcp: {port: 80}\n    interval: 1w\n",
+        [(1, 10, "spec.health.interval", f"'1w' {DURATION_HELP}")],
     ),
     (
         "a negative duration is refused",

@@ -17,7 +17,7 @@ SIZE_HELP = (
     "is not a size: use a number of bytes or a number with one of the units Ki, Mi, Gi, Ti "
     "(powers of 1024) or k, M, G, T (powers of 1000), e.g. 512Mi"
 )
-DURATION_HELP = "is not a duration: use a number with one of the units ms, s, m, h, e.g. 10s"
+DURATION_HELP = "is not a duration: use a number with one of the units ms, s, m, h, d, e.g. 10s"
 
 
 # --- sizes -----------------------------------------------------------------------------------
@@ -142,6 +142,7 @@ def test_format_bytes_round_trips_past_2_to_the_53(n: int) -> None:
         ("1.5s", 1.5),
         ("2m", 120.0),
         ("1h", 3600.0),
+        ("7d", 604800.0),
         ("0s", 0.0),
         (" 10 s ", 10.0),
         (10, 10.0),
@@ -156,7 +157,7 @@ def test_a_duration_is_read_in_seconds(value: object, expected: float) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["10", "10sec", "1d", "10S", "s", "", "-1s", "1e3s", "PT10S", None, [10]],
+    ["10", "10sec", "1w", "1D", "10S", "s", "", "-1s", "1e3s", "PT10S", None, [10]],
     ids=repr,
 )
 def test_a_value_that_is_not_a_duration_is_refused_with_help(value: object) -> None:

@@ -26,6 +26,7 @@ from agentcell.control import (
     AuditRecord,
     ControlPlane,
     GcResult,
+    IssuedToken,
     csv_header,
     csv_rows,
     parse_time,
@@ -34,6 +35,7 @@ from agentcell.errors import (
     AgentcellError,
     ConflictError,
     ForbiddenError,
+    InputError,
     NotFoundError,
     RateLimitedError,
     RuntimeDriverError,
@@ -42,7 +44,7 @@ from agentcell.errors import (
     UnauthorizedError,
 )
 from agentcell.plan import Orphan
-from agentcell.policy import Principal, sees
+from agentcell.policy import MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME, Principal, sees
 from agentcell.spec import Name, json_schema
 
 __all__ = ["create_app"]
@@ -103,8 +105,32 @@ class ExecRequest(BaseModel):
     command: list[str] = Field(min_length=1)
 
 
+_LIFETIME = Field(
+    default=None,
+    ge=MIN_TOKEN_LIFETIME,
+    le=MAX_TOKEN_LIFETIME,
+    description="seconds until the token expires (a minute to ten years); none: until revoked",
+)
+
+
 class TenantCreate(BaseModel):
     name: Name
+    token_expires_in: float | None = _LIFETIME
+
+
+class TokenRequest(BaseModel):
+    expires_in: float | None = _LIFETIME
+
+
+def _issued(issued: IssuedToken, **extra: str) -> dict[str, Any]:
+    """A token just issued: the only answer that ever carries it."""
+    return {
+        "tenant": issued.tenant,
+        "token_id": issued.id,
+        "token": issued.token,
+        "expires": issued.expires,
+        **extra,
+    }
 
 
 def auth(request: Request) -> Principal:
@@ -193,7 +219,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
         )
 
     @app.exception_handler(AgentcellError)
-    def _errors(_: Request, exc: AgentcellError) -> JSONResponse:
+    def _errors(request: Request, exc: AgentcellError) -> JSONResponse:
         # RateLimitedError is an UnauthorizedError: it is asked first.
         if isinstance(exc, RateLimitedError):
             return JSONResponse(
@@ -207,6 +233,8 @@ def create_app(plane: ControlPlane) -> FastAPI:
                 content={"error": type(exc).__name__, "reason": str(exc), "hint": _AUTH_HINT},
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        if isinstance(exc, InputError):  # input the body's own model could not judge
+            return _invalid(request, invalid_input(("body",), str(exc)))
         if isinstance(exc, SpecError):
             return JSONResponse(
                 status_code=422,
@@ -274,8 +302,8 @@ def create_app(plane: ControlPlane) -> FastAPI:
     def create_tenant(body: TenantCreate, caller: Caller) -> dict[str, Any]:
         """A new tenant and its first token. The token is in this answer and nowhere else."""
         admin_only(caller, "creating a tenant")
-        issued = plane.create_tenant(body.name, caller.actor)
-        return {"tenant": issued.tenant, "token_id": issued.id, "token": issued.token}
+        issued = plane.create_tenant(body.name, caller.actor, token_lifetime=body.token_expires_in)
+        return _issued(issued)
 
     @app.delete("/v1/tenants/{tenant}", responses=errors(403, 404, 409), status_code=204)
     def delete_tenant(tenant: str, caller: Caller) -> None:
@@ -293,28 +321,33 @@ def create_app(plane: ControlPlane) -> FastAPI:
         text = plane.export(visible_tenant(caller, tenant))
         return PlainTextResponse(text, media_type="application/yaml")
 
-    @app.get("/v1/tenants/{tenant}/tokens", responses=errors(404))
+    @app.get("/v1/tenants/{tenant}/tokens", responses=errors(400, 404))
     def tokens(tenant: str, caller: Caller) -> list[dict[str, Any]]:
         """The tenant's tokens by id and creation time (revoked ones too); never a secret."""
         return plane.tokens.list(visible_tenant(caller, tenant))
 
-    @app.post("/v1/tenants/{tenant}/tokens", responses=errors(404), status_code=201)
-    def issue_token(tenant: str, caller: Caller) -> dict[str, Any]:
-        issued = plane.tokens.issue(visible_tenant(caller, tenant), caller.actor)
-        return {"tenant": tenant, "token_id": issued.id, "token": issued.token}
+    @app.post("/v1/tenants/{tenant}/tokens", responses=errors(400, 404), status_code=201)
+    def issue_token(
+        tenant: str, caller: Caller, body: TokenRequest | None = None
+    ) -> dict[str, Any]:
+        """Another token of the tenant; ``expires_in`` bounds its life."""
+        lifetime = body.expires_in if body else None
+        return _issued(plane.tokens.issue(visible_tenant(caller, tenant), caller.actor,
+                                          lifetime=lifetime))  # fmt: skip
 
     @app.post(
-        "/v1/tenants/{tenant}/tokens/{token_id}/rotate", responses=errors(404), status_code=201
+        "/v1/tenants/{tenant}/tokens/{token_id}/rotate", responses=errors(400, 404), status_code=201
     )
-    def rotate_token(tenant: str, token_id: str, caller: Caller) -> dict[str, Any]:
-        """A new token replaces this one, which stops working at once."""
-        issued = plane.tokens.rotate(visible_tenant(caller, tenant), token_id, caller.actor)
-        return {
-            "tenant": tenant,
-            "token_id": issued.id,
-            "token": issued.token,
-            "replaces": token_id,
-        }
+    def rotate_token(
+        tenant: str, token_id: str, caller: Caller, body: TokenRequest | None = None
+    ) -> dict[str, Any]:
+        """A new token replaces this one, which stops working at once. It lives
+        ``expires_in`` seconds, or as long as the old one was given."""
+        lifetime = body.expires_in if body else None
+        issued = plane.tokens.rotate(
+            visible_tenant(caller, tenant), token_id, caller.actor, lifetime=lifetime
+        )
+        return _issued(issued, replaces=token_id)
 
     @app.delete("/v1/tenants/{tenant}/tokens/{token_id}", responses=errors(404))
     def revoke_token(tenant: str, token_id: str, caller: Caller) -> dict[str, Any]:

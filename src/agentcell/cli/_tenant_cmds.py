@@ -15,6 +15,8 @@ from agentcell.cli._client import Client
 from agentcell.cli._config import config_path, load_config, save_config
 from agentcell.cli.main import StateOpt, UrlOpt, _age, _client, _fail, app, err, out
 from agentcell.errors import AgentcellError
+from agentcell.policy import MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME
+from agentcell.spec import parse_duration
 
 __all__ = ["tenant_app", "token_app"]
 
@@ -27,6 +29,27 @@ app.add_typer(token_app, name="token")
 
 Output = Annotated[str, typer.Option("-o", "--output", help="text | json")]
 TenantArg = Annotated[str, typer.Argument(help="tenant name")]
+Expires = Annotated[
+    str | None,
+    typer.Option(
+        "--expires",
+        help="how long the token works: 30m, 12h, 90d, ... (a minute to ten years); "
+        "default: until revoked",
+    ),
+]
+
+
+def _lifetime(expires: str | None) -> float | None:
+    """Seconds from ``--expires``, or exit 2 saying what would be valid."""
+    if expires is None:
+        return None
+    try:
+        seconds = parse_duration(expires)
+    except ValueError as e:
+        _fail(f"--expires: {e}", 2)
+    if not MIN_TOKEN_LIFETIME <= seconds <= MAX_TOKEN_LIFETIME:
+        _fail(f"--expires: {expires!r} is not between a minute (1m) and ten years (3650d)", 2)
+    return seconds
 
 
 def _call(url: str | None, state_dir: Path | None, method: str, path: str, **kw: Any) -> Any:
@@ -40,7 +63,8 @@ def _show_token(issued: dict[str, Any], output: str, what: str) -> None:
     if output == "json":
         sys.stdout.write(json.dumps(issued, indent=2) + "\n")
         return
-    out.print(f"{what} (id {issued['token_id']}).", highlight=False)
+    until = f", expires {_iso(issued['expires'])}" if issued.get("expires") else ""
+    out.print(f"{what} (id {issued['token_id']}{until}).", highlight=False)
     out.print("The token is shown this once; only a hash of it is stored:", highlight=False)
     sys.stdout.write(issued["token"] + "\n")
     sys.stdout.flush()
@@ -53,6 +77,7 @@ def _show_token(issued: dict[str, Any], output: str, what: str) -> None:
 @tenant_app.command("create")
 def tenant_create(
     name: Annotated[str, typer.Argument(help="tenant name: a-z, 0-9 and '-', up to 40")],
+    expires: Expires = None,
     output: Output = "text",
     url: UrlOpt = None,
     state_dir: StateOpt = None,
@@ -60,7 +85,8 @@ def tenant_create(
     """Create a tenant and issue its first token (admin only).
 
     Set its quota and egress defaults with a Tenant document: agentcell deploy -f FILE."""
-    issued = _call(url, state_dir, "POST", "/v1/tenants", json={"name": name})
+    body = {"name": name, "token_expires_in": _lifetime(expires)}
+    issued = _call(url, state_dir, "POST", "/v1/tenants", json=body)
     _show_token(issued, output, f"tenant {name} created, with a token")
 
 
@@ -106,7 +132,7 @@ def token_ls(
     url: UrlOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
-    """List a tenant's tokens by id and creation time (never the token itself)."""
+    """List a tenant's tokens by id, creation time and expiry (never the token itself)."""
     tokens = _call(url, state_dir, "GET", f"/v1/tenants/{tenant}/tokens")
     if output == "json":
         sys.stdout.write(json.dumps(tokens, indent=2) + "\n")
@@ -115,14 +141,18 @@ def token_ls(
         out.print(f"tenant {tenant} has no tokens; issue one with: agentcell token create {tenant}")
         return
     table = Table(box=None, header_style="bold")
-    for col in ("ID", "CREATED", "AGE", "STATE"):
+    for col in ("ID", "CREATED", "AGE", "EXPIRES", "STATE"):
         table.add_column(col, no_wrap=True)
     for t in tokens:
+        state = t["state"]
+        if state == "revoked":
+            state = f"revoked {_iso(t['revoked'])}"
         table.add_row(
             t["id"],
             _iso(t["created"]),
             _age(t["created"]),
-            "live" if t["revoked"] is None else f"revoked {_iso(t['revoked'])}",
+            _iso(t["expires"]) if t["expires"] else "never",
+            state,
         )
     out.print(table)
 
@@ -130,12 +160,14 @@ def token_ls(
 @token_app.command("create")
 def token_create(
     tenant: TenantArg,
+    expires: Expires = None,
     output: Output = "text",
     url: UrlOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
     """Issue another token for a tenant."""
-    issued = _call(url, state_dir, "POST", f"/v1/tenants/{tenant}/tokens")
+    body = {"expires_in": _lifetime(expires)}
+    issued = _call(url, state_dir, "POST", f"/v1/tenants/{tenant}/tokens", json=body)
     _show_token(issued, output, f"new token for tenant {tenant}")
 
 
@@ -143,12 +175,18 @@ def token_create(
 def token_rotate(
     tenant: TenantArg,
     token_id: Annotated[str, typer.Argument(help="id of the token to replace (token ls)")],
+    expires: Annotated[
+        str | None,
+        typer.Option("--expires", help="the new token's lifetime; default: the old one's"),
+    ] = None,
     output: Output = "text",
     url: UrlOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
     """Replace a token with a new one; the old one stops working at once."""
-    issued = _call(url, state_dir, "POST", f"/v1/tenants/{tenant}/tokens/{token_id}/rotate")
+    body = {"expires_in": _lifetime(expires)}
+    path = f"/v1/tenants/{tenant}/tokens/{token_id}/rotate"
+    issued = _call(url, state_dir, "POST", path, json=body)
     _show_token(issued, output, f"token {token_id} of tenant {tenant} replaced by a new token")
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentcell.control._audit import AuditRecord
-from agentcell.errors import NotFoundError, RateLimitedError, UnauthorizedError
+from agentcell.errors import InputError, NotFoundError, RateLimitedError, UnauthorizedError
 from agentcell.policy import (
+    MAX_TOKEN_LIFETIME,
+    MIN_TOKEN_LIFETIME,
     TOKEN_PREFIX,
     FailureLimiter,
     Principal,
@@ -92,6 +94,7 @@ class IssuedToken:
     tenant: str
     token: str
     created: float
+    expires: float | None = None
 
 
 class TenantTokens:
@@ -111,19 +114,50 @@ class TenantTokens:
         if self.store.tenant(tenant) is None:
             raise NotFoundError(f"no tenant {tenant!r}")
 
-    def issue(self, tenant: str, actor: str, *, reason: str = "token issued") -> IssuedToken:
+    @staticmethod
+    def check_lifetime(lifetime: float | None) -> None:
+        """InputError unless ``lifetime`` is None or a minute to ten years."""
+        if lifetime is not None and not MIN_TOKEN_LIFETIME <= lifetime <= MAX_TOKEN_LIFETIME:
+            raise InputError(
+                f"a token's lifetime must be a minute to ten years "
+                f"({MIN_TOKEN_LIFETIME:g} to {MAX_TOKEN_LIFETIME:g} s), not {lifetime:g} s"
+            )
+
+    def issue(
+        self,
+        tenant: str,
+        actor: str,
+        *,
+        reason: str = "token issued",
+        lifetime: float | None = None,
+    ) -> IssuedToken:
+        """A new token of ``tenant``, good for ``lifetime`` seconds (None: until revoked)."""
         self._require_tenant(tenant)
+        self.check_lifetime(lifetime)
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         now = time.time()
-        self.store.add_token(StoredToken(token_id, tenant, hash_secret(secret), now))
-        self.store.audit(AuditRecord(tenant, "", actor, "token", "allow", reason, {"id": token_id}))
-        return IssuedToken(token_id, tenant, f"{TOKEN_PREFIX}{token_id}.{secret}", now)
+        expires = None if lifetime is None else now + lifetime
+        self.store.add_token(StoredToken(token_id, tenant, hash_secret(secret), now, None, expires))
+        details: dict[str, Any] = {"id": token_id}
+        if expires is not None:
+            details["expires"] = expires
+        self.store.audit(AuditRecord(tenant, "", actor, "token", "allow", reason, details))
+        return IssuedToken(token_id, tenant, f"{TOKEN_PREFIX}{token_id}.{secret}", now, expires)
 
     def list(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's tokens, revoked and expired ones too, with their state now."""
         self._require_tenant(tenant)
+        now = time.time()
         return [
-            {"id": t.id, "tenant": t.tenant, "created": t.created, "revoked": t.revoked}
+            {
+                "id": t.id,
+                "tenant": t.tenant,
+                "created": t.created,
+                "revoked": t.revoked,
+                "expires": t.expires,
+                "state": t.state(now),
+            }
             for t in self.store.tokens(tenant)
         ]
 
@@ -137,15 +171,20 @@ class TenantTokens:
             )
         return revoked
 
-    def rotate(self, tenant: str, token_id: str, actor: str) -> IssuedToken:
-        """A new token replaces ``token_id``, which stops working at once."""
+    def rotate(
+        self, tenant: str, token_id: str, actor: str, *, lifetime: float | None = None
+    ) -> IssuedToken:
+        """A new token replaces ``token_id``, which stops working at once. The new one lives
+        ``lifetime`` seconds, or as long as the old one was given."""
         stored = self._own(tenant, token_id)
         if stored.revoked is not None:
             raise NotFoundError(
                 f"token {token_id!r} of tenant {tenant!r} is revoked; issue a new one "
                 f"(agentcell token create {tenant})"
             )
-        new = self.issue(tenant, actor, reason="token rotated")
+        if lifetime is None and stored.expires is not None:
+            lifetime = max(stored.expires - stored.created, MIN_TOKEN_LIFETIME)
+        new = self.issue(tenant, actor, reason="token rotated", lifetime=lifetime)
         self.revoke(tenant, token_id, actor)
         return new
 
@@ -165,7 +204,9 @@ class Authenticator:
             wait = self.limiter.retry_after(client, now)
         if wait:
             raise RateLimitedError(wait)
-        principal, decision = authenticate(header, self.admin_token, self.store.token)
+        principal, decision = authenticate(
+            header, self.admin_token, self.store.token, now=time.time()
+        )
         if principal is not None:
             return principal
         with self._lock:

@@ -354,8 +354,11 @@ class ControlPlane:
         self.store.audit(AuditRecord(name, "", actor, "api", "allow", "tenant removed", {}))
         self.secrets.forget_tenant(name, actor)  # a tenant made again later starts with none
 
-    def create_tenant(self, name: str, actor: str) -> IssuedToken:
-        """A new tenant (no quota, no egress defaults) and its first token."""
+    def create_tenant(
+        self, name: str, actor: str, *, token_lifetime: float | None = None
+    ) -> IssuedToken:
+        """A new tenant (no quota, no egress defaults) and its first token, good for
+        ``token_lifetime`` seconds (None: until revoked)."""
         if self.store.tenant(name) is not None:
             raise ConflictError(
                 f"tenant {name!r} exists; issue it another token with "
@@ -364,9 +367,10 @@ class ControlPlane:
         tenant = Tenant.model_validate(
             {"apiVersion": API_VERSION, "kind": "Tenant", "metadata": {"name": name}}
         )
+        self.tokens.check_lifetime(token_lifetime)  # before anything is stored
         self.store.put_tenant(tenant)
         self.store.audit(AuditRecord(name, "", actor, "api", "allow", "tenant created", {}))
-        return self.tokens.issue(name, actor)
+        return self.tokens.issue(name, actor, lifetime=token_lifetime)
 
     def export(self, name: str) -> str:
         """The tenant's spec and its cells' specs as YAML: what redeploys it elsewhere.

@@ -91,7 +91,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     tenant TEXT NOT NULL,
     hash TEXT NOT NULL,
     created REAL NOT NULL,
-    revoked REAL
+    revoked REAL,
+    expires REAL
 );
 CREATE INDEX IF NOT EXISTS tokens_tenant ON tokens (tenant, created);
 """
@@ -178,6 +179,7 @@ class Store:
                 "restart_honoured": "INTEGER NOT NULL DEFAULT 0",
             },
             "tenants": {"paused": "INTEGER NOT NULL DEFAULT 0"},
+            "tokens": {"expires": "REAL"},
         }
         added["cells"]["paused"] = "INTEGER NOT NULL DEFAULT 0"
         added["cells"]["restart_request"] = "INTEGER NOT NULL DEFAULT 0"
@@ -254,20 +256,20 @@ class Store:
     def add_token(self, token: StoredToken) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO tokens(id, tenant, hash, created) VALUES (?,?,?,?)",
-                (token.id, token.tenant, token.hash, token.created),
+                "INSERT INTO tokens(id, tenant, hash, created, expires) VALUES (?,?,?,?,?)",
+                (token.id, token.tenant, token.hash, token.created, token.expires),
             )
 
     def token(self, token_id: str) -> StoredToken | None:
         rows = self._query(
-            "SELECT id, tenant, hash, created, revoked FROM tokens WHERE id=?", (token_id,)
+            "SELECT id, tenant, hash, created, revoked, expires FROM tokens WHERE id=?", (token_id,)
         )
         return StoredToken(*rows[0]) if rows else None
 
     def tokens(self, tenant: str) -> list[StoredToken]:
         """The tenant's tokens, revoked ones included, oldest first."""
         rows = self._query(
-            "SELECT id, tenant, hash, created, revoked FROM tokens WHERE tenant=? "
+            "SELECT id, tenant, hash, created, revoked, expires FROM tokens WHERE tenant=? "
             "ORDER BY created, id",
             (tenant,),
         )

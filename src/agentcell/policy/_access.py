@@ -19,6 +19,8 @@ from agentcell.policy._decision import Decision
 __all__ = [
     "ADMIN",
     "AUTH_REASONS",
+    "MAX_TOKEN_LIFETIME",
+    "MIN_TOKEN_LIFETIME",
     "TOKEN_PREFIX",
     "FailureLimiter",
     "Principal",
@@ -30,6 +32,9 @@ __all__ = [
 ]
 
 TOKEN_PREFIX = "act_"  # noqa: S105 (a prefix, not a secret)
+MIN_TOKEN_LIFETIME = 60.0
+MAX_TOKEN_LIFETIME = 10 * 365 * 86400.0
+"""A token's lifetime, when it has one: a minute to ten years."""
 _TENANT_TOKEN = re.compile(r"act_([0-9a-f]{12})\.([A-Za-z0-9_-]{43})")
 
 AUTH_REASONS = (
@@ -39,6 +44,7 @@ AUTH_REASONS = (
     "malformed authorization header",
     "invalid token",
     "revoked token",
+    "expired token",
 )
 
 
@@ -71,6 +77,15 @@ class StoredToken:
     hash: str
     created: float
     revoked: float | None = None
+    expires: float | None = None  # None: until revoked
+
+    def state(self, now: float) -> str:
+        """``live``, ``revoked`` or ``expired`` at ``now`` (revoked first: it is a decision)."""
+        if self.revoked is not None:
+            return "revoked"
+        if self.expires is not None and now >= self.expires:
+            return "expired"
+        return "live"
 
 
 def hash_secret(secret: str) -> str:
@@ -87,12 +102,15 @@ def authenticate(
     header: str | None,
     admin_token: str,
     lookup: Callable[[str], StoredToken | None],
+    *,
+    now: float,
 ) -> tuple[Principal | None, Decision]:
-    """Who presents ``header`` (an ``Authorization`` value); the decision says why.
+    """Who presents ``header`` (an ``Authorization`` value) at ``now``; the decision says why.
 
     Order: a header must be ``Bearer <credential>`` (scheme case-insensitive); the admin token
     is compared in constant time; otherwise the credential must be a well-formed tenant token
-    whose id is stored, not revoked, and whose secret matches the stored hash.
+    whose id is stored and whose secret matches the stored hash, and the token must be
+    neither revoked nor past its expiry.
     """
     if not header:
         return None, Decision(False, "missing token")
@@ -111,8 +129,9 @@ def authenticate(
     matches = hmac.compare_digest(hash_secret(secret).encode(), expected.encode())
     if stored is None or not matches:
         return None, Decision(False, "invalid token", token_id)
-    if stored.revoked is not None:
-        return None, Decision(False, "revoked token", token_id)
+    state = stored.state(now)
+    if state != "live":
+        return None, Decision(False, f"{state} token", token_id)
     return Principal(stored.tenant, stored.id), Decision(True, "tenant token", token_id)
 
 

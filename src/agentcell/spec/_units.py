@@ -23,8 +23,8 @@ _BYTE_UNITS = {
     "Ti": 1024**4,
 }
 _BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(|k|M|G|T|Ki|Mi|Gi|Ti)\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 
 
 def parse_bytes(value: Any) -> int:
@@ -55,7 +55,7 @@ def format_bytes(n: int) -> str:
 
 
 def parse_duration(value: Any) -> float:
-    """``500ms`` / ``10s`` / ``2m`` / ``1h`` / a number of seconds -> seconds."""
+    """``500ms`` / ``10s`` / ``2m`` / ``1h`` / ``7d`` / a number of seconds -> seconds."""
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 10s")
     if isinstance(value, int | float):
@@ -69,7 +69,7 @@ def parse_duration(value: Any) -> float:
         if m:
             return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     raise ValueError(
-        f"{value!r} is not a duration: use a number with one of the units ms, s, m, h, e.g. 10s"
+        f"{value!r} is not a duration: use a number with one of the units ms, s, m, h, d, e.g. 10s"
     )
 
 
@@ -108,9 +108,9 @@ Duration = Annotated[
         {
             "anyOf": [
                 {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$"},
+                {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)$"},
             ],
-            "description": "seconds, or a number with a unit: 500ms, 10s, 2m, 1h",
+            "description": "seconds, or a number with a unit: 500ms, 10s, 2m, 1h, 7d",
         }
     ),
 ]
