@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -11,7 +10,6 @@ from starlette.testclient import TestClient
 
 from agentcell.api import create_app
 from agentcell.control import ControlPlane
-from apifake import FakeDriver, control_plane
 
 OPENAPI = create_app(cast(Any, None)).openapi()
 OPEN = {"/v1/healthz", "/v1/schema"}
@@ -23,18 +21,6 @@ OPERATIONS = [
     for method, op in methods.items()
     if path not in OPEN
 ]
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with control_plane(tmp_path_factory.mktemp("errors"), FakeDriver()) as p:
-        yield p
-
-
-@pytest.fixture
-def client(plane: ControlPlane) -> Iterator[TestClient]:
-    with TestClient(create_app(plane)) as c:
-        yield c
 
 
 def _problem(body: Any) -> None:
@@ -59,8 +45,8 @@ def test_every_route_documents_the_errors_it_can_answer(method: str, path: str, 
         assert op["responses"][code]["content"]["application/json"]["schema"] == problem
 
 
-def test_no_token_is_a_problem_with_a_hint_and_a_challenge(client: TestClient) -> None:
-    r = client.get("/v1/cells", headers={"Authorization": "Bearer act_000000000000.x"})
+def test_no_token_is_a_problem_with_a_hint_and_a_challenge(admin_client: TestClient) -> None:
+    r = admin_client.get("/v1/cells", headers={"Authorization": "Bearer act_000000000000.x"})
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == "Bearer"
     _problem(r.json())
@@ -68,11 +54,11 @@ def test_no_token_is_a_problem_with_a_hint_and_a_challenge(client: TestClient) -
     assert "Authorization: Bearer" in r.json()["hint"]
 
 
-def test_a_limited_client_gets_a_problem_and_retry_after(plane: ControlPlane) -> None:
-    with TestClient(create_app(plane), client=("192.0.2.9", 50000)) as c:
+def test_a_limited_client_gets_a_problem_and_retry_after(fake_plane: ControlPlane) -> None:
+    with TestClient(create_app(fake_plane), client=("192.0.2.9", 50000)) as c:
         codes = [c.get("/v1/whoami", headers={"Authorization": "Bearer no"}).status_code
                  for _ in range(31)]  # fmt: skip
-        r = c.get("/v1/whoami", headers={"Authorization": f"Bearer {plane.token}"})
+        r = c.get("/v1/whoami", headers={"Authorization": f"Bearer {fake_plane.token}"})
     assert codes == [401] * 30 + [429]
     assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
     _problem(r.json())
@@ -84,18 +70,18 @@ def test_a_limited_client_gets_a_problem_and_retry_after(plane: ControlPlane) ->
     [("GET", "/v1/nothing-here", 404), ("PATCH", "/v1/cells", 405), ("GET", "/", 404)],
 )
 def test_the_frameworks_own_refusals_have_the_same_shape(
-    client: TestClient, plane: ControlPlane, method: str, path: str, code: int
+    admin_client: TestClient, fake_plane: ControlPlane, method: str, path: str, code: int
 ) -> None:
-    r = client.request(method, path, headers={"Authorization": f"Bearer {plane.token}"})
+    r = admin_client.request(method, path, headers={"Authorization": f"Bearer {fake_plane.token}"})
     assert r.status_code == code
     _problem(r.json())
 
 
-def test_a_spec_error_names_its_issues(client: TestClient, plane: ControlPlane) -> None:
-    r = client.post(
+def test_a_spec_error_names_its_issues(admin_client: TestClient, fake_plane: ControlPlane) -> None:
+    r = admin_client.post(
         "/v1/apply",
         json={"yaml": "apiVersion: agentcell/v1\nkind: Agent\nmetadata: {name: x}\n"},
-        headers={"Authorization": f"Bearer {plane.token}"},
+        headers={"Authorization": f"Bearer {fake_plane.token}"},
     )
     assert r.status_code == 422
     assert r.json()["error"] == "invalid spec" and r.json()["issues"]

@@ -3,43 +3,29 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from agentcell.api import create_app
 from agentcell.cli.main import app as cli_app
-from agentcell.control import ControlPlane
-from apifake import FakeDriver, control_plane
 
 DAY = 86400
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with control_plane(tmp_path_factory.mktemp("tokens"), FakeDriver()) as p:
-        yield p
-
-
-@pytest.fixture
-def client(plane: ControlPlane) -> Iterator[TestClient]:
-    with TestClient(create_app(plane), headers={"Authorization": f"Bearer {plane.token}"}) as c:
-        yield c
-
-
-def test_a_tenant_and_its_tokens_take_a_lifetime(client: TestClient) -> None:
-    made = client.post("/v1/tenants", json={"name": "lifetimes", "token_expires_in": 90 * DAY})
+def test_a_tenant_and_its_tokens_take_a_lifetime(admin_client: TestClient) -> None:
+    made = admin_client.post(
+        "/v1/tenants", json={"name": "lifetimes", "token_expires_in": 90 * DAY}
+    )
     assert made.status_code == 201, made.text
     assert made.json()["expires"] == pytest.approx(time.time() + 90 * DAY, abs=60)
-    other = client.post("/v1/tenants/lifetimes/tokens", json={"expires_in": 3600})
-    forever = client.post("/v1/tenants/lifetimes/tokens")  # no body: until revoked
+    other = admin_client.post("/v1/tenants/lifetimes/tokens", json={"expires_in": 3600})
+    forever = admin_client.post("/v1/tenants/lifetimes/tokens")  # no body: until revoked
     assert other.json()["expires"] == pytest.approx(time.time() + 3600, abs=60)
     assert forever.status_code == 201 and forever.json()["expires"] is None
-    rotated = client.post(f"/v1/tenants/lifetimes/tokens/{other.json()['token_id']}/rotate")
+    rotated = admin_client.post(f"/v1/tenants/lifetimes/tokens/{other.json()['token_id']}/rotate")
     assert rotated.json()["expires"] == pytest.approx(time.time() + 3600, abs=60)
-    listed = {t["id"]: t for t in client.get("/v1/tenants/lifetimes/tokens").json()}
+    listed = {t["id"]: t for t in admin_client.get("/v1/tenants/lifetimes/tokens").json()}
     assert listed[other.json()["token_id"]]["state"] == "revoked"
     assert listed[rotated.json()["token_id"]]["state"] == "live"
     assert listed[forever.json()["token_id"]]["expires"] is None
@@ -47,17 +33,17 @@ def test_a_tenant_and_its_tokens_take_a_lifetime(client: TestClient) -> None:
 
 @pytest.mark.parametrize("seconds", [0, 59, 10 * 365 * DAY + 1, -1, "soon"], ids=repr)
 def test_a_lifetime_out_of_bounds_is_refused_saying_the_bounds(
-    client: TestClient, seconds: object
+    admin_client: TestClient, seconds: object
 ) -> None:
-    before = client.get("/v1/tenants/acme/tokens").json()
-    r = client.post("/v1/tenants/acme/tokens", json={"expires_in": seconds})
+    before = admin_client.get("/v1/tenants/acme/tokens").json()
+    r = admin_client.post("/v1/tenants/acme/tokens", json={"expires_in": seconds})
     assert r.status_code == 422
     (error,) = r.json()["detail"]
     assert error["loc"] == ["body", "expires_in"]
-    assert client.get("/v1/tenants/acme/tokens").json() == before
-    r = client.post("/v1/tenants", json={"name": "never-made", "token_expires_in": seconds})
+    assert admin_client.get("/v1/tenants/acme/tokens").json() == before
+    r = admin_client.post("/v1/tenants", json={"name": "never-made", "token_expires_in": seconds})
     assert r.status_code == 422
-    assert client.get("/v1/tenants").text.count("never-made") == 0
+    assert admin_client.get("/v1/tenants").text.count("never-made") == 0
 
 
 def cli(*args: str) -> tuple[int, str]:
