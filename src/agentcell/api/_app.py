@@ -332,8 +332,8 @@ def create_app(plane: ControlPlane) -> FastAPI:
     ) -> dict[str, Any]:
         """Another token of the tenant; ``expires_in`` bounds its life."""
         lifetime = body.expires_in if body else None
-        return _issued(plane.tokens.issue(visible_tenant(caller, tenant), caller.actor,
-                                          lifetime=lifetime))  # fmt: skip
+        issued = plane.tokens.issue(visible_tenant(caller, tenant), caller.actor, lifetime=lifetime)
+        return _issued(issued)
 
     @app.post(
         "/v1/tenants/{tenant}/tokens/{token_id}/rotate", responses=errors(400, 404), status_code=201
