@@ -378,6 +378,7 @@ class Reconciler:
                 health="starting" if want.agent.spec.health else "none",
                 health_reason="",
                 attempts=attempts,
+                restart_honoured=want.restart_request,  # the files were rewritten too
             )
             self._audit(*key, "lifecycle", "allow", f"restarted: {action.reason}", details)
         elif kind is ActionKind.RESTART_REQUESTED:
@@ -462,10 +463,8 @@ class Reconciler:
         recreate = action.kind is ActionKind.RECREATE
         # Restoring pieces of a generation that already ran (a sidecar or the network
         # lost, the engine restarted) is a repair: its failure is not final.
-        repair = (
-            action.kind is ActionKind.DEPLOY
-            and self.store.status(key).observed_generation >= want.generation
-        )
+        before = self.store.status(key)
+        repair = action.kind is ActionKind.DEPLOY and before.observed_generation >= want.generation
         if self._firewall_error is not None:
             reason = f"step 'install host firewall' failed: {self._firewall_error}"
             self._fail(key, reason, failed_generation=want.generation)
@@ -518,6 +517,14 @@ class Reconciler:
             changes["policy_digest"] = outcome.policy_digest
         if action.kind is ActionKind.DEPLOY and action.reason == "spec changed":
             changes.update(attempts=(), rung=0)  # a new spec starts a new ladder
+        if (
+            recreate
+            or action.kind is ActionKind.RESUME
+            or outcome.container_id != before.container_id
+        ):
+            # The agent started, its secret files written just before: every restart
+            # requested before this pass is honoured by that start, not by another.
+            changes["restart_honoured"] = want.restart_request
         self.store.set_status(
             key,
             state="running",
