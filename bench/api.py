@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _serve import wait_serving
 
 POOL = "10.216.0.0/16"
 ENDPOINTS = ("healthz", "cells_all", "cells_tenant", "cell_one", "tenants")
@@ -113,19 +114,7 @@ def main() -> None:
         cmd += ["--profile", str(Path(args.profile).resolve())]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=sys.stderr)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if server.poll() is not None:
-                raise SystemExit("the API server exited")
-            try:
-                if httpx.get(f"{url}/v1/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the API server did not start")
-            time.sleep(0.05)
-        token = (state / "admin.token").read_text().strip()
+        token = wait_serving(url, server, state)
         result = run(url, token, args)
     finally:
         server.send_signal(signal.SIGTERM)

@@ -35,7 +35,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,14 +162,15 @@ def batches(store: Store, batch: int, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def singles(store: Store, threads: int, seconds: float) -> float:
+def threaded(threads: int, seconds: float, append: Callable[[int], None]) -> float:
+    """Records/s when ``threads`` threads each call ``append(i)`` for ``seconds``."""
     counts = [0] * threads
     stop = time.perf_counter() + seconds
 
     def run(k: int) -> None:
         i = 0
         while time.perf_counter() < stop:
-            store.audit(record(i))
+            append(i)
             i += 1
         counts[k] = i
 
@@ -182,46 +183,38 @@ def singles(store: Store, threads: int, seconds: float) -> float:
     return sum(counts) / (time.perf_counter() - t0)
 
 
+def singles(store: Store, threads: int, seconds: float) -> float:
+    return threaded(threads, seconds, lambda i: store.audit(record(i)))
+
+
 def previous(path: Path, threads: int, seconds: float) -> float:
     """The path before group commit: the store's one connection (synchronous=NORMAL, so no
     fsync per commit: not durable), one transaction per record under a lock, records/s."""
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA synchronous=NORMAL")
     lock = threading.Lock()
-    counts = [0] * threads
-    stop = time.perf_counter() + seconds
 
-    def run(k: int) -> None:
-        i = 0
-        while time.perf_counter() < stop:
-            r = record(i)
-            with lock:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute(
-                    "INSERT INTO audit(time, tenant, cell, actor, kind, decision, reason, details) "
-                    "VALUES (?,?,?,?,?,?,?,?)",
-                    (
-                        time.time(),
-                        r.tenant,
-                        r.cell,
-                        r.actor,
-                        r.kind,
-                        r.decision,
-                        r.reason,
-                        json.dumps(r.details, sort_keys=True),
-                    ),
-                )
-                db.execute("COMMIT")
-            i += 1
-        counts[k] = i
+    def append(i: int) -> None:
+        r = record(i)
+        with lock:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT INTO audit(time, tenant, cell, actor, kind, decision, reason, details) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    time.time(),
+                    r.tenant,
+                    r.cell,
+                    r.actor,
+                    r.kind,
+                    r.decision,
+                    r.reason,
+                    json.dumps(r.details, sort_keys=True),
+                ),
+            )
+            db.execute("COMMIT")
 
-    t0 = time.perf_counter()
-    ts = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    rate = sum(counts) / (time.perf_counter() - t0)
+    rate = threaded(threads, seconds, append)
     db.close()
     return rate
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import docker
 import httpx
+from _serve import wait_serving
 
 from agentcell.plan import spec_hash
 from agentcell.policy import CellNames, container_body
@@ -165,17 +166,7 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("agentcell serve did not start")
-            time.sleep(0.05)
-        token = (state / "admin.token").read_text().strip()
+        token = wait_serving(url, server, state, timeout=20)
         # Interleave the two so machine noise hits both alike.
         bare: list[float] = []
         cell: list[float] = []

@@ -51,6 +51,7 @@ from typing import Any
 
 import docker
 import httpx
+from _serve import wait_serving
 
 IMAGE = "agentcell/demo-agent:latest"
 POOL = "10.218.0.0/16"
@@ -124,15 +125,7 @@ class Harness:
             stdout=log,
             stderr=log,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/v1/healthz").status_code == 200:
-                    break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"agentcell serve did not start; see {self.state}/serve.log")
-            time.sleep(0.05)
-        token = (self.state / "admin.token").read_text().strip()
+        token = wait_serving(self.url, self.proc, self.state)
         self.api = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=120
         )

@@ -363,26 +363,22 @@ class Reconciler:
         elif kind is ActionKind.RESTART:
             attempts = self._climb(key, "restart")
             self.store.set_status(key, state="recovering", reason=f"{action.reason}: restarting")
-            try:
-                self.driver.restart(key)
-            except AgentcellError as e:
-                reason = f"restart failed: {e}"
-                self.store.set_status(key, reason=reason)
-                self._audit(*key, "lifecycle", "fail", reason, details)
-                return
-            self._health.reset(key)
-            self.store.set_status(
-                key,
-                state="running",
-                reason=f"restarted: {action.reason}",
-                health="starting" if want.agent.spec.health else "none",
-                health_reason="",
-                attempts=attempts,
-                restart_honoured=want.restart_request,  # the files were rewritten too
-            )
-            self._audit(*key, "lifecycle", "allow", f"restarted: {action.reason}", details)
+            done = f"restarted: {action.reason}"
+            self._restart(key, want, details, done=done, failed="restart failed", attempts=attempts)
         elif kind is ActionKind.RESTART_REQUESTED:
-            self._restart_requested(key, want, int(action.extra["request"]), details)
+            # Not a rung of the ladder. The request counts as honoured either way, so a
+            # failure is not retried in a loop: it is reported, and the ladder deals with an
+            # agent left stopped.
+            request = int(action.extra["request"])
+            self.store.set_status(key, reason="restart requested: restarting")
+            self._restart(
+                key,
+                want,
+                {**details, "request": request},
+                done="restarted on request",
+                failed="requested restart failed",
+                honoured_anyway=request,
+            )
         elif kind is ActionKind.RELOAD:
             try:
                 digest = self.driver.load_policy(key, self.tokens.token(*key), want.policy)
@@ -424,32 +420,39 @@ class Reconciler:
                 {**details, "removed": removed, "kept_workspace": want.keep_workspace},
             )
 
-    def _restart_requested(
-        self, key: CellKey, want: DesiredCell, request: int, details: dict[str, object]
+    def _restart(
+        self,
+        key: CellKey,
+        want: DesiredCell,
+        details: dict[str, object],
+        *,
+        done: str,
+        failed: str,
+        honoured_anyway: int | None = None,
+        **changes: Any,
     ) -> None:
-        """Stop the agent, rewrite its secret files, start it: not a rung of the ladder.
-
-        The request counts as honoured either way, so a failure is not retried in a loop:
-        it is reported, and the ladder deals with an agent left stopped."""
-        details = {**details, "request": request}
-        self.store.set_status(key, reason="restart requested: restarting")
+        """Stop the agent, rewrite its secret files, start it; then its status (``changes``
+        on success) and one audit record. A start honours every restart requested before
+        it; ``honoured_anyway`` is honoured even when the restart fails."""
         try:
             self.driver.restart(key)
         except AgentcellError as e:
-            reason = f"requested restart failed: {e}"
-            self.store.set_status(key, reason=reason, restart_honoured=request)
+            reason = f"{failed}: {e}"
+            kept = {} if honoured_anyway is None else {"restart_honoured": honoured_anyway}
+            self.store.set_status(key, reason=reason, **kept)
             self._audit(*key, "lifecycle", "fail", reason, details)
             return
         self._health.reset(key)
         self.store.set_status(
             key,
             state="running",
-            reason="restarted on request",
+            reason=done,
             health="starting" if want.agent.spec.health else "none",
             health_reason="",
-            restart_honoured=request,
+            restart_honoured=want.restart_request,
+            **changes,
         )
-        self._audit(*key, "lifecycle", "allow", "restarted on request", details)
+        self._audit(*key, "lifecycle", "allow", done, details)
 
     def _climb(self, key: CellKey, step: str) -> tuple[Attempt, ...]:
         """Record one recovery on the ladder; returns the new memory of attempts."""
