@@ -139,8 +139,10 @@ def cell_runs(url: str, token: str, runs: int, tenant: str) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=20, help="at least 5: runs go in groups of 5")
     args = ap.parse_args()
+    if args.runs < 5:
+        ap.error(f"--runs {args.runs}: at least 5 (bare and cell runs interleave in groups of 5)")
     client = docker.from_env()
     client.images.get(IMAGE)
     tenant = f"bench{secrets.token_hex(3)}"
