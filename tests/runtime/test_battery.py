@@ -18,7 +18,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
@@ -29,6 +28,7 @@ from docker.types import IPAMConfig, IPAMPool
 from agentcell.runtime import battery as bat
 from agentcell.runtime import cell_seccomp_profile
 from agentcell.runtime.battery import CheckResult, HostTraps, host_addresses, run_battery_a
+from agentcell.runtime.images import BASE
 from agentcell.runtime.incell import battery_a as incell
 
 LABELS = {"agentcell.test": "battery"}
@@ -36,8 +36,6 @@ USER = "10001:10001"
 PIDS = 128
 MEMORY = 256 * 1024 * 1024
 SERVER_PORT = 8080
-IMAGES = ("agentcell/base:test", "agentcell-test/battery-base:latest")
-DEBOOTSTRAP_ROOT = Path("/tmp/dbs/root")
 SUBNET_POOL = ipaddress.ip_network("10.239.0.0/16")  # outside the cell pools other tests use
 ALL_IDS = [*incell.CHECK_IDS, *bat.HOST_CHECK_IDS]
 
@@ -191,22 +189,12 @@ def client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="module")
 def image(client: docker.DockerClient) -> str:
-    for tag in IMAGES:
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            client.images.get(tag)
-            return tag
-    if (DEBOOTSTRAP_ROOT / "usr/bin/python3").exists():
-        tar = subprocess.Popen(
-            ["tar", "-C", str(DEBOOTSTRAP_ROOT), "-c", "."], stdout=subprocess.PIPE
-        )
-        subprocess.run(["docker", "import", "-", IMAGES[1]], stdin=tar.stdout, check=True)
-        assert tar.wait() == 0
-        return IMAGES[1]
-    pytest.fail(
-        "no base image with python3: build one with `debootstrap --variant=minbase "
-        "--include=python3 bookworm <root>` and `tar -C <root> -c . | docker import - "
-        f"{IMAGES[1]}`"
-    )
+    """The base image ``make test`` builds (``agentcell images build``): it has python3."""
+    try:
+        client.images.get(BASE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"{BASE} is missing: `make test` builds it with `agentcell images build`")
+    return BASE
 
 
 @pytest.fixture(scope="module")
