@@ -151,6 +151,24 @@ def test_force_rebuilds_only_what_was_named(
     assert client.images.get(DEMO).id == results[1].image_id
 
 
+def test_a_rebuild_leaves_no_dangling_image(
+    client: docker.DockerClient, first_build: list[ImageResult]
+) -> None:
+    # The runtime is a two-stage build: the classic builder keeps the first stage's
+    # result untagged, and the image it replaces is untagged too. Neither may stay.
+    def dangling() -> set[str]:
+        return {str(i.id) for i in client.images.list(filters={"dangling": True})}
+
+    before = dangling()
+    replaced = client.images.get(RUNTIME).id
+    results = build_images(client, only=[RUNTIME], force=True, log=lambda line: None)
+
+    assert [(r.name, r.built) for r in results] == [(BASE, False), (RUNTIME, True)]
+    assert dangling() <= before
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(replaced)
+
+
 def test_runtime_image_imports_agentcell_and_its_sidecar_deps(
     client: docker.DockerClient, first_build: list[ImageResult]
 ) -> None:

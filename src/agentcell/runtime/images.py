@@ -469,6 +469,22 @@ def _docker_build(
             log(line)
         tail = "\n".join(lines[-_OUTPUT_TAIL:])
         raise ImageBuildError(f"{name}: docker build failed: {error}\n{tail}")
+    _remove_stages(client, lines, log)
+
+
+def _remove_stages(
+    client: docker.DockerClient, lines: list[str], log: Callable[[str], None]
+) -> None:
+    """Remove what a multi-stage build leaves dangling: the classic builder keeps each
+    earlier ``FROM ... AS`` stage's result as an untagged image (about 140 MB here).
+
+    Only images this build's output names (`` ---> <id>`` lines) are candidates, so a
+    dangling image someone else made is never touched.
+    """
+    named = {line.split("--->", 1)[1].strip() for line in lines if line.lstrip().startswith("--->")}
+    for image in client.images.list(filters={"dangling": True}):
+        if str(image.id).removeprefix("sha256:")[:12] in named:
+            _remove_if_untagged(client, str(image.id), log)
 
 
 # --- helpers -------------------------------------------------------------------------------
