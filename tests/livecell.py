@@ -63,6 +63,8 @@ class Server:
     extra_env: dict[str, str] | None = None
     log_path: Path | None = None
     """Where the server's output goes (default: serve.log in the state directory)."""
+    command: tuple[str, ...] = tuple(AGENTCELL)
+    """How to run the agentcell CLI for ``serve``."""
 
     def env(self) -> dict[str, str]:
         """The CLI's environment: this server, its admin token, no user config or token."""
@@ -80,7 +82,7 @@ class Server:
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [
-                *AGENTCELL,
+                *self.command,
                 "serve",
                 "--port",
                 str(self.port),
@@ -149,6 +151,34 @@ class Server:
 
         headers = {"Authorization": f"Bearer {token or self.token()}"}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=120, **kw)
+
+
+def cell(server: Server, tenant: str, name: str) -> dict[str, Any]:
+    """The cell as ``GET /v1/cells/<tenant>/<name>`` shows it."""
+    r = server.api("GET", f"/v1/cells/{tenant}/{name}")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def apply_and_wait(server: Server, text: str, *, timeout: float = 90) -> None:
+    """Apply through the API, then wait until every agent in ``text`` runs its generation
+    (and is healthy, when it has a health check)."""
+    r = server.api("POST", "/v1/apply", json={"yaml": text, "source": "test.yaml"})
+    assert r.status_code == 200, r.text
+    for applied in r.json()["cells"]:
+        tenant, name, gen = applied["tenant"], applied["name"], applied["generation"]
+
+        def ready(tenant: str = tenant, name: str = name, gen: int = gen) -> bool:
+            c = cell(server, tenant, name)
+            assert c["state"] != "failed", c["reason"]
+            ok = is_healthy(c) if c["spec"]["spec"].get("health") else is_back(c)
+            return ok and c["observed_generation"] >= gen
+
+        try:
+            wait_for(ready, timeout, f"{tenant}/{name} to be deployed")
+        except BaseException:
+            print(server.log_text())
+            raise
 
 
 def is_back(cell: Mapping[str, Any]) -> bool:

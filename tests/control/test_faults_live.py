@@ -36,6 +36,8 @@ import yaml
 from agentcell.control import GateTokens
 from agentcell.policy import GATE_CONTROL_PORT
 from livecell import DEMO_IMAGE, Server, free_port, is_back, is_healthy, spec_text, wait_for
+from livecell import apply_and_wait as _deploy
+from livecell import cell as _cell
 
 pytestmark = pytest.mark.integration
 
@@ -52,12 +54,6 @@ MARKER = "/workspace/fault-marker"
 
 
 # -- reading the control plane ------------------------------------------------------------------
-
-
-def _cell(server: Server, tenant: str, name: str) -> dict[str, Any]:
-    r = server.api("GET", f"/v1/cells/{tenant}/{name}")
-    assert r.status_code == 200, r.text
-    return dict(r.json())
 
 
 def _cells(server: Server, tenant: str) -> list[dict[str, Any]]:
@@ -79,27 +75,6 @@ def _recovered_in_audit(server: Server, tenant: str, name: str, after: float) ->
         for a in _audit(server, tenant, after=after)
         if a["cell"] == name and a["kind"] == "lifecycle" and a["actor"] == "reconciler"
     ]
-
-
-def _deploy(server: Server, text: str, *, timeout: float = 90) -> None:
-    """Apply through the API, then wait until every agent in ``text`` runs its generation
-    (and is healthy, when it has a health check)."""
-    r = server.api("POST", "/v1/apply", json={"yaml": text, "source": "test.yaml"})
-    assert r.status_code == 200, r.text
-    for applied in r.json()["cells"]:
-        tenant, name, gen = applied["tenant"], applied["name"], applied["generation"]
-
-        def ready(tenant: str = tenant, name: str = name, gen: int = gen) -> bool:
-            c = _cell(server, tenant, name)
-            assert c["state"] != "failed", c["reason"]
-            ok = is_healthy(c) if c["spec"]["spec"].get("health") else is_back(c)
-            return ok and c["observed_generation"] >= gen
-
-        try:
-            wait_for(ready, timeout, f"{tenant}/{name} to be deployed")
-        except BaseException:
-            print(server.log_text())
-            raise
 
 
 def _spec(tenant: str, cell: str = "agent", **spec: Any) -> str:
@@ -659,7 +634,7 @@ def test_f_serve_killed_mid_deploy_and_restarted(
         with contextlib.suppress(Exception):
             for ev in stream:
                 name = str(ev["Actor"]["Attributes"].get("name", ""))
-                if role or name.startswith(f"agentcell-{tenant}-"):
+                if role or name.startswith(f"agentcell.{tenant}."):
                     server.kill()
                     killed.set()
                     return

@@ -919,7 +919,7 @@ def test_a_platform_name_tells_blue_nothing_of_green(world: World, what: str, ro
     target = _find(world.client, GREEN, "c1", role)
     status, answer = _name(world, what, target.name)
     assert status == 403, (status, answer, _STALE)
-    assert (status, answer) == _name(world, what, f"agentcell-nobody-{RUN}-c1-{role}")
+    assert (status, answer) == _name(world, what, f"agentcell.nobody-{RUN}.c1.{role}")
     assert "reserved name" in answer["message"]
 
 
@@ -942,7 +942,7 @@ def test_a_volume_named_as_green_s_workspace_answers_as_one_nobody_has(world: Wo
         body = {"Image": DEMO_IMAGE, "Cmd": ["true"], "HostConfig": {"Mounts": mounts}}
         return world.b1.api("POST", "/v1.41/containers/create", body)
 
-    nobody = f"agentcell-nobody-{RUN}-c1-workspace"
+    nobody = f"agentcell.nobody-{RUN}.c1.workspace"
     for ask in (create, mount):
         status, answer = ask(world.cells["g1"].workspace)
         assert status == 403, (status, answer, _STALE)

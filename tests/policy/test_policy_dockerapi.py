@@ -909,7 +909,7 @@ _NAME_CHARS = string.ascii_letters + string.digits + "_.-"
 @given(
     st.sampled_from(["/containers/create", f"{C}/rename"]),
     st.sampled_from(["", "/"]),
-    st.text(alphabet="aAgGeEnNtTcClL-", min_size=0, max_size=12),
+    st.text(alphabet="aAgGeEnNtTcClL-.", min_size=0, max_size=12),
     st.text(alphabet=_NAME_CHARS, max_size=20),
 )
 def test_a_name_is_reserved_exactly_when_it_starts_with_the_prefix_in_any_case(
@@ -917,7 +917,7 @@ def test_a_name_is_reserved_exactly_when_it_starts_with_the_prefix_in_any_case(
 ) -> None:
     name = head + tail
     got = decide_request("POST", f"{path}?name={quote(slash + name, safe='')}")
-    reserved = name.lower().startswith("agentcell-")
+    reserved = name.lower().startswith(("agentcell-", "agentcell."))
     assert (isinstance(got, Decision) and got.reason == "reserved name") is reserved
     assert reserved_name(slash + name) is reserved
 

@@ -757,7 +757,7 @@ class Reconciler:
     def _sidecars_one(self, key: CellKey, sidecars: tuple[ObservedContainer, ...]) -> None:
         """Liveness of the cell's running sidecars; one that stops answering gets replaced."""
         for c in sidecars:
-            ok, what = probe_sidecar(c)
+            ok, what = probe_sidecar(key[0], c)
             verdict, fails = health_verdict(
                 ok, self._sidecar_fails.get(c.id, 0), SIDECAR_RETRIES, starting=False
             )

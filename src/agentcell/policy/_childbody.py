@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentcell.policy._decision import Decision
-from agentcell.policy._dockerapi import Kind, owner_labels, reserved_name
+from agentcell.policy._dockerapi import Kind, owner_labels
 from agentcell.policy._enginejson import (
     CONTAINER_CREATE,
     EXEC_CREATE,
@@ -87,6 +87,7 @@ from agentcell.policy._enginejson import (
     encode_engine_json,
 )
 from agentcell.policy._hardening import _hardened
+from agentcell.policy._names import reserved_name
 
 __all__ = [
     "CHILD_REASONS",

@@ -40,8 +40,9 @@ Decision order of ``decide_request``: ``normalise_path``; then the endpoint tabl
 ``ENDPOINTS``, matched on the exact method and the path ("endpoint not allowed"); the
 object name in the path, an id, id prefix or name, never ``/name`` ("invalid object
 name"); each query parameter one the endpoint takes ("unknown query parameter"); a name
-the agent gives a container (create, rename) in the platform's namespace, ``agentcell-``
-in any case ("reserved name"). The engine keeps one namespace of names for every tenant:
+the agent gives a container (create, rename) in the platform's namespace
+(``reserved_name``: ``agentcell.`` or ``agentcell-``, in any case: "reserved name"). The
+engine keeps one namespace of names for every tenant:
 were such a name passed on, "in use" or not would tell the agent which tenants and cells
 exist. Refused before the engine is asked, every such name answers alike.
 
@@ -66,6 +67,7 @@ from urllib.parse import quote
 from agentcell.policy._decision import Decision
 from agentcell.policy._enginejson import load_strict_json
 from agentcell.policy._hardening import LABEL_CELL, LABEL_ROLE, LABEL_TENANT
+from agentcell.policy._names import reserved_name
 
 __all__ = [
     "API_REASONS",
@@ -73,7 +75,6 @@ __all__ = [
     "MAX_API_VERSION",
     "MAX_TARGET",
     "MIN_API_VERSION",
-    "NAME_PREFIX",
     "ROLE_CHILD",
     "ROLE_NETWORK",
     "BodyKind",
@@ -89,7 +90,6 @@ __all__ = [
     "filter_list",
     "normalise_path",
     "owner_labels",
-    "reserved_name",
     "route",
     "scope_filters",
     "scrub_engine_error",
@@ -103,8 +103,6 @@ MIN_API_VERSION = "1.40"
 MAX_TARGET = 8192
 ROLE_CHILD = "child"
 ROLE_NETWORK = "network"
-NAME_PREFIX = "agentcell-"
-"""What every engine object the platform names is named with; agents may not name theirs so."""
 _NAMED_BY_QUERY = frozenset({"container.create", "container.rename"})
 
 API_REASONS: tuple[str, ...] = (
@@ -553,11 +551,6 @@ def decide_request(method: str, raw_target: str) -> Request | Decision:
         version=version or MAX_API_VERSION,
         query={k: v[0] for k, v in query.items()},
     )
-
-
-def reserved_name(name: str) -> bool:
-    """Whether ``name`` (a leading ``/`` aside) is in the platform's namespace, in any case."""
-    return name.lstrip("/").lower().startswith(NAME_PREFIX)
 
 
 # --- ownership, filters, answers --------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentcell.policy._decision import Decision
+from agentcell.policy._names import CellNames
 from agentcell.policy._seccomp import DENIED_SYSCALLS, profile_allows
 
 if TYPE_CHECKING:  # only the type: the gate imports policy without pydantic
@@ -36,7 +37,6 @@ __all__ = [
     "SECRETS_PATH",
     "TMP_TMPFS_SIZE",
     "WORKSPACE_PATH",
-    "CellNames",
     "DockerProxyConfig",
     "GateConfig",
     "check_container",
@@ -67,15 +67,6 @@ SECRETS_PATH = "/run/secrets"
 TMP_TMPFS_SIZE = 64 * 1024**2
 RUN_TMPFS_SIZE = 16 * 1024**2
 _LOG_OPTS = {"max-size": "10m", "max-file": "3"}
-
-
-@dataclass(frozen=True)
-class CellNames:
-    """The engine object names of one cell (found again by labels, never by these names)."""
-
-    container: str
-    network: str
-    volume: str | None
 
 
 def container_body(

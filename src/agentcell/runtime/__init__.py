@@ -6,7 +6,6 @@ from agentcell.runtime._docker import (
     DeployOutcome,
     DockerDriver,
     SecretMounts,
-    cell_names,
 )
 from agentcell.runtime._firewall import CHAIN, Firewall, chain_rules, jump_rule
 from agentcell.runtime._gc import GcOutcome
@@ -22,7 +21,6 @@ __all__ = [
     "Firewall",
     "GcOutcome",
     "SecretMounts",
-    "cell_names",
     "cell_seccomp_profile",
     "chain_rules",
     "jump_rule",

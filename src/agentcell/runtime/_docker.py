@@ -23,34 +23,25 @@ from agentcell.policy import (
     LABEL_ROLE,
     LABEL_SPEC_HASH,
     LABEL_TENANT,
-    NAME_PREFIX,
     CellNames,
     Decision,
+    cell_names,
     check_container,
     container_body,
+    egress_network,
 )
 from agentcell.runtime._canary import run_canary
 from agentcell.runtime._dockerproxy import DockerProxyManager
 from agentcell.runtime._gate import GateManager
 from agentcell.runtime._gc import GcOutcome, list_labelled, remove_objects
-from agentcell.runtime._labels import cell_labels
+from agentcell.runtime._labels import cell_labels, remove_leftover
 
-__all__ = ["CellContainers", "DeployOutcome", "DockerDriver", "SecretMounts", "cell_names"]
+__all__ = ["CellContainers", "DeployOutcome", "DockerDriver", "SecretMounts"]
 
 _STOP_TIMEOUT = 5
 _RUNNING_DEADLINE = 15.0
 _SETTLE_SECONDS = 0.5
 """Without a health check, a new agent must stay up this long to count as deployed."""
-
-
-def cell_names(tenant: str, cell: str, generation: int, *, workspace: bool) -> CellNames:
-    """Engine object names for a cell. Only for creating: everything is found by labels."""
-    base = f"{NAME_PREFIX}{tenant}-{cell}"
-    return CellNames(
-        container=f"{base}-g{generation}",
-        network=base,
-        volume=f"{base}-workspace" if workspace else None,
-    )
 
 
 class SecretMounts(Protocol):
@@ -379,18 +370,8 @@ class DockerDriver:
 
             current = "create container"
             step(current)
-            with contextlib.suppress(docker.errors.NotFound):
-                stale = self.client.containers.get(names.container)
-                if (
-                    stale.labels.get(LABEL_TENANT) != key[0]
-                    or stale.labels.get(LABEL_CELL) != key[1]
-                ):
-                    raise RuntimeDriverError(
-                        f"a container named {names.container} exists and is "
-                        "not this cell's; rename or remove it"
-                    )
-                stale.remove(force=True)
-                previous = [p for p in previous if p.id != stale.id]
+            stale = remove_leftover(self.client, names.container, key)
+            previous = [p for p in previous if p.id != stale]
             secrets_dir = None
             if agent.spec.secrets:
                 current = "write secret files"
@@ -558,7 +539,7 @@ class DockerDriver:
         if self.secret_mounts is not None:
             self.secret_mounts.remove(key)
         if self.gates.remove_egress_network_if_unused(key[0]):
-            removed.append(f"network agentcell-{key[0]}-egress")
+            removed.append(f"network {egress_network(key[0])}")
         return removed
 
     def _remove_cell_objects(self, key: CellKey, *, keep_workspace: bool) -> list[str]:

@@ -23,11 +23,11 @@ from agentcell.errors import RuntimeDriverError
 from agentcell.plan import CellKey, DesiredCell
 from agentcell.policy import (
     DOCKER_PROXY_PORT,
-    NAME_PREFIX,
     PROFILE_VERSION,
     DockerProxyConfig,
     docker_proxy_address,
     docker_proxy_body,
+    docker_proxy_container,
 )
 from agentcell.runtime._labels import ensure_sidecar, find_role
 
@@ -75,7 +75,7 @@ class DockerProxyManager:
             tenant=key[0],
             cell=key[1],
             image=_IMAGE,
-            container=f"{NAME_PREFIX}{key[0]}-{key[1]}-dockerproxy",
+            container=docker_proxy_container(*key),
             network=network,
             address=docker_proxy_address(want.subnet),
             engine_socket=socket_path,

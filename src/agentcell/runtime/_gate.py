@@ -27,11 +27,13 @@ from agentcell.policy import (
     GATE_PROXY_PORT,
     LABEL_ROLE,
     LABEL_TENANT,
-    NAME_PREFIX,
     PROFILE_VERSION,
     GateConfig,
+    egress_network,
     gate_address,
     gate_body,
+    gate_container,
+    is_egress_network,
 )
 from agentcell.runtime._labels import ensure_sidecar, find_role
 
@@ -76,7 +78,7 @@ class GateManager:
             subnet = allocate()
             ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
             net = self.client.networks.create(
-                f"{NAME_PREFIX}{tenant}-egress",
+                egress_network(tenant),
                 driver="bridge",
                 internal=False,
                 ipam=ipam,
@@ -116,7 +118,7 @@ class GateManager:
             tenant=key[0],
             cell=key[1],
             image=GATE_IMAGE,
-            container=f"{NAME_PREFIX}{key[0]}-{key[1]}-egress",
+            container=gate_container(*key),
             network=network,
             address=gate_address(want.subnet),
             egress_subnet=egress_subnet,
@@ -162,7 +164,7 @@ class GateManager:
         if c is None or c.status != "running":
             raise RuntimeDriverError(f"cell {key[0]}/{key[1]} has no running egress gate")
         for name, net in c.attrs["NetworkSettings"]["Networks"].items():
-            if name.endswith("-egress") and net.get("IPAddress"):
+            if is_egress_network(key[0], name) and net.get("IPAddress"):
                 return str(net["IPAddress"]), GATE_CONTROL_PORT
         raise RuntimeDriverError(f"the gate of {key[0]}/{key[1]} is not on an egress network")
 

@@ -3,7 +3,6 @@ and keeping a sidecar the way its current body says."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +10,11 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
+from agentcell.errors import RuntimeDriverError
 from agentcell.plan import CellKey
 from agentcell.policy import LABEL_CELL, LABEL_GATE_HASH, LABEL_ROLE, LABEL_TENANT
 
-__all__ = ["cell_labels", "ensure_sidecar", "find_role"]
+__all__ = ["cell_labels", "ensure_sidecar", "find_role", "remove_leftover"]
 
 
 def cell_labels(key: CellKey, role: str | None) -> list[str]:
@@ -61,8 +61,7 @@ def ensure_sidecar(
         container = None
     created = container is None
     if container is None:
-        with contextlib.suppress(docker.errors.NotFound):
-            client.containers.get(name).remove(force=True)  # a leftover under our name
+        remove_leftover(client, name, key)
         cid = client.api.create_container_from_config(body(), name=name)["Id"]
         if after_create is not None:
             after_create(cid)
@@ -80,3 +79,19 @@ def _attached(client: docker.DockerClient, container: Container, network: str) -
         return False
     nets = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
     return bool((nets.get(network) or {}).get("NetworkID") == net_id)
+
+
+def remove_leftover(client: docker.DockerClient, name: str, key: CellKey) -> str | None:
+    """Remove a container of this cell left under ``name`` (a create interrupted before it
+    was recorded); its id, or None. One that is not this cell's is never touched: it raises.
+    """
+    try:
+        stale = client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+    if stale.labels.get(LABEL_TENANT) != key[0] or stale.labels.get(LABEL_CELL) != key[1]:
+        raise RuntimeDriverError(
+            f"a container named {name} exists and is not this cell's; rename or remove it"
+        )
+    stale.remove(force=True)
+    return str(stale.id)

@@ -6,7 +6,7 @@ import http.client
 import socket
 
 from agentcell.plan import ObservedContainer
-from agentcell.policy import DOCKER_PROXY_PORT, GATE_CONTROL_PORT
+from agentcell.policy import DOCKER_PROXY_PORT, GATE_CONTROL_PORT, is_egress_network
 from agentcell.spec import Health
 
 __all__ = ["probe", "probe_sidecar"]
@@ -37,7 +37,7 @@ def probe(health: Health, ip: str) -> tuple[bool, str]:
     return False, "no probe of this kind runs from the host"
 
 
-def probe_sidecar(sidecar: ObservedContainer) -> tuple[bool, str]:
+def probe_sidecar(tenant: str, sidecar: ObservedContainer) -> tuple[bool, str]:
     """One liveness probe of a running sidecar, from the host: (answered, what happened).
 
     The egress gate answers ``GET /healthz`` on its control port (egress network); the
@@ -45,7 +45,7 @@ def probe_sidecar(sidecar: ObservedContainer) -> tuple[bool, str]:
     the kernel accept the connection, so only an HTTP answer counts.
     """
     if sidecar.role == "egress":
-        ips = [ip for name, ip in sidecar.addresses if name.endswith("-egress")]
+        ips = [ip for name, ip in sidecar.addresses if is_egress_network(tenant, name)]
         port, path = GATE_CONTROL_PORT, "/healthz"
     elif sidecar.role == "dockerproxy":
         ips = [ip for _, ip in sidecar.addresses]
