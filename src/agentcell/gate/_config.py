@@ -16,6 +16,7 @@ from pathlib import Path
 from agentcell.errors import AgentcellError
 from agentcell.policy._egress import IPAddress, IPNetwork
 from agentcell.policy._hostaddr import fib_trie_addresses, if_inet6_addresses
+from agentcell.policy._sidecar_env import GateVar
 
 __all__ = [
     "GateConfig",
@@ -61,9 +62,9 @@ class GateConfig:
         cls, env: Mapping[str, str], *, local: Iterable[IPAddress] | None = None
     ) -> GateConfig:
         """Read and check the environment; ``local`` overrides address discovery (tests)."""
-        token = env.get("AGENTCELL_GATE_TOKEN", "")
+        token = env.get(GateVar.GATE_TOKEN, "")
         if not token:
-            raise GateConfigError("AGENTCELL_GATE_TOKEN is required (the control port's token)")
+            raise GateConfigError(f"{GateVar.GATE_TOKEN} is required (the control port's token)")
         locals_: list[IPAddress] | None = None if local is None else list(local)
 
         def discovered() -> list[IPAddress]:
@@ -73,16 +74,16 @@ class GateConfig:
             return locals_
 
         proxy = parse_listen(
-            "AGENTCELL_PROXY_LISTEN", env.get("AGENTCELL_PROXY_LISTEN", "0.0.0.0:3128"), discovered
+            GateVar.PROXY_LISTEN, env.get(GateVar.PROXY_LISTEN, "0.0.0.0:3128"), discovered
         )
-        raw_control = env.get("AGENTCELL_CONTROL_LISTEN", "")
+        raw_control = env.get(GateVar.CONTROL_LISTEN, "")
         if not raw_control:
             raise GateConfigError(
-                "AGENTCELL_CONTROL_LISTEN is required (IP:PORT or subnet:CIDR:PORT)"
+                f"{GateVar.CONTROL_LISTEN} is required (IP:PORT or subnet:CIDR:PORT)"
             )
-        control = parse_listen("AGENTCELL_CONTROL_LISTEN", raw_control, discovered)
+        control = parse_listen(GateVar.CONTROL_LISTEN, raw_control, discovered)
 
-        own: list[IPNetwork] = [*_ALWAYS_OWN, *_networks(env, "AGENTCELL_OWN_NETWORKS")]
+        own: list[IPNetwork] = [*_ALWAYS_OWN, *_networks(env, GateVar.OWN_NETWORKS)]
         for address, _ in (proxy, control):
             if address.is_unspecified:
                 # A wildcard listener is reachable at every address of this host.
@@ -91,17 +92,17 @@ class GateConfig:
                 own.append(ipaddress.ip_network(address))
 
         tls_ports: set[int] = set()
-        for item in _split(env.get("AGENTCELL_TLS_PORTS", "443")):
-            tls_ports.add(_port("AGENTCELL_TLS_PORTS", item))
+        for item in _split(env.get(GateVar.TLS_PORTS, "443")):
+            tls_ports.add(_port(GateVar.TLS_PORTS, item))
         return cls(
-            tenant=env.get("AGENTCELL_TENANT", ""),
-            cell=env.get("AGENTCELL_CELL", ""),
+            tenant=env.get(GateVar.TENANT, ""),
+            cell=env.get(GateVar.CELL, ""),
             proxy_listen=proxy,
             control_listen=control,
             token=token,
             own_networks=tuple(dict.fromkeys(own)),
             tls_ports=frozenset(tls_ports),
-            cell_networks=tuple(dict.fromkeys(_networks(env, "AGENTCELL_CELL_NETWORKS"))),
+            cell_networks=tuple(dict.fromkeys(_networks(env, GateVar.CELL_NETWORKS))),
         )
 
 

@@ -1,19 +1,6 @@
 """The docker proxy's configuration: read once from the environment, validated at start.
 
-Variables (all ``AGENTCELL_*``):
-
-- ``PROXY_LISTEN``: ``IP:PORT`` or ``subnet:CIDR:PORT`` (default ``0.0.0.0:2375``); port 0
-  asks the kernel for one (tests);
-- ``ENGINE_SOCKET``: the engine's unix socket (default ``/var/run/docker.sock``);
-- ``TENANT``, ``CELL``: the cell whose children this proxy serves (required);
-- ``NETWORK``: the cell's internal network, the only one a child joins (required);
-- ``SECCOMP``: path of the cell's seccomp profile (JSON); unset: the engine's default;
-- ``LIMIT_CONTAINERS``, ``LIMIT_CPUS`` (a decimal, ``1.5``), ``LIMIT_MEMORY`` (bytes, or
-  with a ``k``/``m``/``g`` suffix, binary units): the cell's docker limits (required);
-- ``LIMIT_PIDS``: per child (default 256);
-- ``CHILD_USER``: the numeric ``uid:gid`` a child runs as when its body names none
-  (default ``10001:10001``, the agent's);
-- ``RUNTIMES``: comma-separated runtimes a child may ask for besides the default.
+The variables, their formats and defaults: ``policy._sidecar_env.DockerProxyVar``.
 """
 
 from __future__ import annotations
@@ -28,6 +15,7 @@ from pathlib import Path
 from agentcell.gate._config import GateConfigError, parse_listen
 from agentcell.policy._childbody import ChildContext, ChildLimits, ChildUsage
 from agentcell.policy._egress import IPAddress
+from agentcell.policy._sidecar_env import DockerProxyVar as Var
 
 __all__ = ["DockerProxyConfig", "parse_cpus", "parse_memory"]
 
@@ -89,49 +77,47 @@ class DockerProxyConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DockerProxyConfig:
         """Read and check the environment; the error names the variable."""
-        listen = parse_listen(
-            "AGENTCELL_PROXY_LISTEN", env.get("AGENTCELL_PROXY_LISTEN", "0.0.0.0:2375")
-        )
-        engine = env.get("AGENTCELL_ENGINE_SOCKET", "/var/run/docker.sock")
+        listen = parse_listen(Var.PROXY_LISTEN, env.get(Var.PROXY_LISTEN, "0.0.0.0:2375"))
+        engine = env.get(Var.ENGINE_SOCKET, "/var/run/docker.sock")
         if not engine.startswith("/"):
-            raise GateConfigError(f"AGENTCELL_ENGINE_SOCKET: not an absolute path: {engine!r}")
+            raise GateConfigError(f"{Var.ENGINE_SOCKET}: not an absolute path: {engine!r}")
         seccomp: str | None = None
-        seccomp_path = env.get("AGENTCELL_SECCOMP", "")
+        seccomp_path = env.get(Var.SECCOMP, "")
         if seccomp_path:
             try:
                 seccomp = Path(seccomp_path).read_text(encoding="utf-8")
                 json.loads(seccomp)
             except (OSError, ValueError) as e:
-                raise GateConfigError(f"AGENTCELL_SECCOMP: cannot read {seccomp_path}: {e}") from e
-        for var in ("AGENTCELL_LIMIT_CONTAINERS", "AGENTCELL_LIMIT_CPUS", "AGENTCELL_LIMIT_MEMORY"):
+                raise GateConfigError(f"{Var.SECCOMP}: cannot read {seccomp_path}: {e}") from e
+        for var in (
+            Var.LIMIT_CONTAINERS,
+            Var.LIMIT_CPUS,
+            Var.LIMIT_MEMORY,
+        ):
             if not env.get(var, ""):
                 raise GateConfigError(f"{var} is required")
         limits = ChildLimits(
-            containers=_positive_int(
-                "AGENTCELL_LIMIT_CONTAINERS", env["AGENTCELL_LIMIT_CONTAINERS"]
-            ),
-            nano_cpus=parse_cpus("AGENTCELL_LIMIT_CPUS", env["AGENTCELL_LIMIT_CPUS"]),
-            memory=parse_memory("AGENTCELL_LIMIT_MEMORY", env["AGENTCELL_LIMIT_MEMORY"]),
-            pids=_positive_int("AGENTCELL_LIMIT_PIDS", env.get("AGENTCELL_LIMIT_PIDS", "256")),
+            containers=_positive_int(Var.LIMIT_CONTAINERS, env[Var.LIMIT_CONTAINERS]),
+            nano_cpus=parse_cpus(Var.LIMIT_CPUS, env[Var.LIMIT_CPUS]),
+            memory=parse_memory(Var.LIMIT_MEMORY, env[Var.LIMIT_MEMORY]),
+            pids=_positive_int(Var.LIMIT_PIDS, env.get(Var.LIMIT_PIDS, "256")),
         )
-        runtimes = tuple(
-            r.strip() for r in env.get("AGENTCELL_RUNTIMES", "").split(",") if r.strip()
-        )
+        runtimes = tuple(r.strip() for r in env.get(Var.RUNTIMES, "").split(",") if r.strip())
         config = cls(
             listen=listen,
             engine_socket=engine,
-            tenant=_required_name(env, "AGENTCELL_TENANT"),
-            cell=_required_name(env, "AGENTCELL_CELL"),
-            network=_required_name(env, "AGENTCELL_NETWORK"),
+            tenant=_required_name(env, Var.TENANT),
+            cell=_required_name(env, Var.CELL),
+            network=_required_name(env, Var.NETWORK),
             seccomp=seccomp,
             limits=limits,
-            child_user=env.get("AGENTCELL_CHILD_USER", DEFAULT_CHILD_USER),
+            child_user=env.get(Var.CHILD_USER, DEFAULT_CHILD_USER),
             runtimes=runtimes,
         )
         try:
             config.context(ChildUsage())
         except ValueError as e:
-            raise GateConfigError(f"AGENTCELL_CHILD_USER: {e}") from e
+            raise GateConfigError(f"{Var.CHILD_USER}: {e}") from e
         return config
 
     def context(self, used: ChildUsage) -> ChildContext:

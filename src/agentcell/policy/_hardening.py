@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from agentcell.policy._decision import Decision
 from agentcell.policy._names import CellNames
 from agentcell.policy._seccomp import DENIED_SYSCALLS, profile_allows
+from agentcell.policy._sidecar_env import docker_proxy_env, gate_env
 
 if TYPE_CHECKING:  # only the type: the gate imports policy without pydantic
     from agentcell.spec import Agent
@@ -37,8 +38,8 @@ __all__ = [
     "SECRETS_PATH",
     "TMP_TMPFS_SIZE",
     "WORKSPACE_PATH",
-    "DockerProxyConfig",
-    "GateConfig",
+    "DockerProxyBlueprint",
+    "GateBlueprint",
     "check_container",
     "container_body",
     "docker_proxy_address",
@@ -151,8 +152,9 @@ def container_body(
 
 
 @dataclass(frozen=True)
-class GateConfig:
-    """Everything a cell's egress gate container is made from."""
+class GateBlueprint:
+    """Everything a cell's egress gate container is made from (the host side; the gate
+    itself reads ``gate.egress``'s ``GateConfig``, through ``_sidecar_env``)."""
 
     tenant: str
     cell: str
@@ -172,17 +174,17 @@ def gate_address(subnet: str) -> str:
     return str(net.broadcast_address - 1)
 
 
-def gate_body(gate: GateConfig, *, seccomp: str | None, gate_hash: str) -> dict[str, Any]:
+def gate_body(gate: GateBlueprint, *, seccomp: str | None, gate_hash: str) -> dict[str, Any]:
     """The create body of a cell's egress gate: hardened like the agent, only smaller."""
-    env = {
-        "AGENTCELL_TENANT": gate.tenant,
-        "AGENTCELL_CELL": gate.cell,
-        "AGENTCELL_PROXY_LISTEN": f"{gate.address}:{GATE_PROXY_PORT}",
-        "AGENTCELL_CONTROL_LISTEN": f"subnet:{gate.egress_subnet}:{GATE_CONTROL_PORT}",
-        "AGENTCELL_OWN_NETWORKS": f"{gate.cell_subnet},{gate.egress_subnet}",
-        "AGENTCELL_CELL_NETWORKS": gate.pool,
-        "AGENTCELL_GATE_TOKEN": gate.token,
-    }
+    env = gate_env(
+        tenant=gate.tenant,
+        cell=gate.cell,
+        proxy_listen=f"{gate.address}:{GATE_PROXY_PORT}",
+        control_listen=f"subnet:{gate.egress_subnet}:{GATE_CONTROL_PORT}",
+        token=gate.token,
+        own_networks=(gate.cell_subnet, gate.egress_subnet),
+        cell_networks=(gate.pool,) if gate.pool else (),
+    )
     labels = {
         LABEL_TENANT: gate.tenant,
         LABEL_CELL: gate.cell,
@@ -209,7 +211,7 @@ def gate_body(gate: GateConfig, *, seccomp: str | None, gate_hash: str) -> dict[
 
 
 @dataclass(frozen=True)
-class DockerProxyConfig:
+class DockerProxyBlueprint:
     """Everything a cell's docker proxy container is made from."""
 
     tenant: str
@@ -240,29 +242,29 @@ def docker_proxy_address(subnet: str) -> str:
 
 
 def docker_proxy_body(
-    proxy: DockerProxyConfig, *, seccomp: str | None, proxy_hash: str
+    proxy: DockerProxyBlueprint, *, seccomp: str | None, proxy_hash: str
 ) -> dict[str, Any]:
     """The create body of a cell's docker proxy: hardened, with one extra: the socket.
 
     The engine's socket is the only host path it sees (and the profile it hands its
     children, read-only); it runs as its own non-root user with the socket's group.
     """
-    env = {
-        "AGENTCELL_TENANT": proxy.tenant,
-        "AGENTCELL_CELL": proxy.cell,
-        "AGENTCELL_NETWORK": proxy.network,
-        "AGENTCELL_PROXY_LISTEN": f"{proxy.address}:{DOCKER_PROXY_PORT}",
-        "AGENTCELL_ENGINE_SOCKET": ENGINE_SOCKET_PATH,
-        "AGENTCELL_CHILD_USER": proxy.child_user,
-        "AGENTCELL_LIMIT_CONTAINERS": str(proxy.containers),
-        "AGENTCELL_LIMIT_CPUS": f"{proxy.cpus:g}",
-        "AGENTCELL_LIMIT_MEMORY": str(proxy.memory),
-    }
+    env = docker_proxy_env(
+        tenant=proxy.tenant,
+        cell=proxy.cell,
+        network=proxy.network,
+        proxy_listen=f"{proxy.address}:{DOCKER_PROXY_PORT}",
+        engine_socket=ENGINE_SOCKET_PATH,
+        child_user=proxy.child_user,
+        containers=proxy.containers,
+        cpus=proxy.cpus,
+        memory=proxy.memory,
+        seccomp=_SECCOMP_PATH if proxy.seccomp_file is not None else None,
+    )
     mounts: list[dict[str, Any]] = [
         {"Type": "bind", "Source": proxy.engine_socket, "Target": ENGINE_SOCKET_PATH}
     ]
     if proxy.seccomp_file is not None:
-        env["AGENTCELL_SECCOMP"] = _SECCOMP_PATH
         mounts.append(
             {
                 "Type": "bind",

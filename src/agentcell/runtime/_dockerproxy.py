@@ -24,7 +24,7 @@ from agentcell.plan import CellKey, DesiredCell
 from agentcell.policy import (
     DOCKER_PROXY_PORT,
     PROFILE_VERSION,
-    DockerProxyConfig,
+    DockerProxyBlueprint,
     docker_proxy_address,
     docker_proxy_body,
     docker_proxy_container,
@@ -71,7 +71,7 @@ class DockerProxyManager:
             )
         key = want.key
         limits = want.agent.spec.docker.limits
-        config = DockerProxyConfig(
+        config = DockerProxyBlueprint(
             tenant=key[0],
             cell=key[1],
             image=_IMAGE,

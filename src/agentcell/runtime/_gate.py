@@ -28,7 +28,7 @@ from agentcell.policy import (
     LABEL_ROLE,
     LABEL_TENANT,
     PROFILE_VERSION,
-    GateConfig,
+    GateBlueprint,
     egress_network,
     gate_address,
     gate_body,
@@ -114,7 +114,7 @@ class GateManager:
         """The cell's running gate, created or replaced when its configuration changed."""
         key = want.key
         egress_net, egress_subnet = egress
-        config = GateConfig(
+        config = GateBlueprint(
             tenant=key[0],
             cell=key[1],
             image=GATE_IMAGE,
@@ -202,7 +202,7 @@ class GateManager:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _hash(self, config: GateConfig) -> str:
+    def _hash(self, config: GateBlueprint) -> str:
         """Changes whenever the gate would be made differently: body, image or profile."""
         image = self.client.images.get(config.image).id if self._has(config.image) else ""
         body = gate_body(config, seccomp=self.seccomp, gate_hash="")
