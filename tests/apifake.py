@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from agentcell.control import ControlPlane, PlaneConfig
-from agentcell.errors import NotFoundError
-from agentcell.plan import CellKey, EngineObject, ObservedCell
-from agentcell.runtime import CellContainers, GcOutcome
+from agentcell.plan import EngineObject
+from agentcell.runtime import Backend
 from livecell import TEST_POOL
+from memorybackend import MemoryBackend
 
 MARKERS = ("t2-marker-cell", "t2-marker-other", "t2-marker-secret-env", "t2-marker-image")
 """Strings only tenant t2's objects hold."""
@@ -56,52 +55,23 @@ spec: {{image: agentcell/demo-agent:latest}}
 KNOWN = {"t1": ["t1-cell", "t1-docker"], "t2": [MARKERS[0], MARKERS[1]]}
 
 
-class FakeDriver:
-    """The engine seam as the API uses it, holding no containers: what the real driver
-    answers for stored cells that were never deployed."""
+class FakeDriver(MemoryBackend):
+    """An in-memory backend holding no containers (what the engine answers for stored
+    cells that were never deployed), and two orphans for ``gc``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.objects = [
             EngineObject("container", "agentcell-t1-lost-g1", "id-lost", "t1", "lost"),
             EngineObject("container", "agentcell-gone-x-g1", "id-gone", "gone", "x"),
         ]
 
-    def used_subnets(self) -> list[str]:
-        return []
-
-    def cell_containers(self, key: CellKey) -> CellContainers:
-        return CellContainers(None, None, None)
-
-    def agent_container(self, key: CellKey) -> Any:
-        raise NotFoundError(f"cell {key[0]}/{key[1]} has no agent container")
-
-    def logs(self, key: CellKey, *, follow: bool, tail: int | None) -> Iterator[bytes]:
-        return self.agent_container(key)  # type: ignore[no-any-return]
-
-    def exec(self, key: CellKey, command: list[str], *, user: str) -> Any:
-        return self.agent_container(key)
-
-    def observe(self) -> dict[CellKey, ObservedCell]:
-        return {}
-
     def labelled_objects(self) -> list[EngineObject]:
         return list(self.objects)
 
-    def remove_orphans(
-        self, objects: Iterable[EngineObject], confirm: Callable[[EngineObject], str | None]
-    ) -> GcOutcome:
-        out = GcOutcome()
-        for o in objects:
-            why = confirm(o)
-            if why is not None:
-                out.kept.append((o, why))
-            else:
-                out.removed.append(o)
-        return out
-
 
 @contextmanager
-def control_plane(state_dir: Path, driver: Any) -> Iterator[ControlPlane]:
+def control_plane(state_dir: Path, driver: Backend) -> Iterator[ControlPlane]:
     plane = ControlPlane(PlaneConfig(state_dir, subnet_pool=TEST_POOL), driver=driver)
     try:  # never started: nothing is deployed, the reconciler never runs
         plane.apply(SEED, "seed.yaml", "test")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from agentcell.control._reconciler import Reconciler
 from agentcell.control._store import AuditRecord, Store
 from agentcell.plan import CellKey, EngineObject, Orphan, find_orphans
-from agentcell.runtime import DockerDriver
+from agentcell.runtime import Backend
 
 __all__ = ["GcResult", "collect_garbage"]
 
@@ -41,7 +41,7 @@ class GcResult:
 
 def collect_garbage(
     store: Store,
-    driver: DockerDriver,
+    driver: Backend,
     reconciler: Reconciler,
     *,
     apply: bool,

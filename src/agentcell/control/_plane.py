@@ -35,13 +35,12 @@ from agentcell.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
-    RuntimeDriverError,
     SpecError,
     SpecIssue,
 )
 from agentcell.plan import CellKey, DesiredCell, check_quota, compile_egress, spec_hash
 from agentcell.policy import SECRETS_PATH, PolicyError, check_container
-from agentcell.runtime import DockerDriver, Firewall, cell_seccomp_profile
+from agentcell.runtime import Backend, DockerDriver, Firewall, cell_seccomp_profile
 from agentcell.spec import API_VERSION, Agent, Tenant, dump_documents, load_text
 
 if TYPE_CHECKING:
@@ -74,7 +73,7 @@ class ApplyResult:
 class ControlPlane:
     """Store + driver + reconciler, and the operations the API exposes."""
 
-    def __init__(self, config: PlaneConfig, driver: DockerDriver | None = None) -> None:
+    def __init__(self, config: PlaneConfig, driver: Backend | None = None) -> None:
         self.config = config
         # Secrets settings are checked before the state directory is made.
         key_from_env(os.environ)
@@ -98,10 +97,12 @@ class ControlPlane:
             path.write_text(self.seccomp)
             path.chmod(0o644)
             seccomp_file = str(path)
-        self.driver = driver or DockerDriver(
-            seccomp=self.seccomp, seccomp_file=seccomp_file, pool=config.subnet_pool
+        self.driver: Backend = driver or DockerDriver(
+            seccomp=self.seccomp,
+            seccomp_file=seccomp_file,
+            pool=config.subnet_pool,
+            secret_mounts=self.secret_files,
         )
-        self.driver.secret_mounts = self.secret_files
         self.firewall = Firewall(config.subnet_pool, iptables=config.iptables)
         self.notifier = Notifier(config.webhook, self.store)
         self.reconciler = Reconciler(
@@ -534,20 +535,15 @@ class ControlPlane:
         return self.driver.exec(key, command, user=want.agent.spec.user)
 
     def verify(self, key: CellKey, actor: str) -> list[CheckResult]:
-        from agentcell.runtime.battery import run_battery_a
-
         want = self._require(key)
-        container = self.driver.agent_container(key)
-        if container.status != "running":
-            raise RuntimeDriverError(f"cell {key[0]}/{key[1]} is not running ({container.status})")
         others = []
         for other_key, cell in self.driver.observe().items():
             if other_key != key and cell.agent is not None and cell.agent.ip:
                 others.append((cell.agent.ip, 8080))
         spec = want.agent.spec
         started = time.monotonic()
-        results = run_battery_a(
-            container,
+        results = self.driver.verify(
+            key,
             user=spec.user,
             workspace="/workspace" if spec.workspace.access != "none" else None,
             pids_limit=spec.resources.pids,

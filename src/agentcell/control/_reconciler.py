@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from agentcell.control._applier import apply_deploy
 from agentcell.control._audit import LOGGED
 from agentcell.control._auth import GateTokens
 from agentcell.control._notify import Notifier
@@ -29,6 +30,7 @@ from agentcell.plan import (
     ActionKind,
     Attempt,
     CellKey,
+    DeployMode,
     DesiredCell,
     ObservedCell,
     ObservedContainer,
@@ -41,7 +43,7 @@ from agentcell.plan import (
     settled,
 )
 from agentcell.policy import CANARY_HOST, SETUP_REASONS, reserved_name
-from agentcell.runtime import DockerDriver, Firewall, probe, probe_sidecar
+from agentcell.runtime import Backend, Firewall, probe, probe_sidecar
 
 __all__ = ["Reconciler", "ReconcilerConfig"]
 
@@ -64,7 +66,7 @@ class Reconciler:
     def __init__(
         self,
         store: Store,
-        driver: DockerDriver,
+        driver: Backend,
         firewall: Firewall,
         config: ReconcilerConfig,
         tokens: GateTokens,
@@ -486,15 +488,15 @@ class Reconciler:
             return self._check_health(key, want, ip)
 
         try:
-            outcome = self.driver.deploy(
+            outcome = apply_deploy(
+                self.driver,
                 want,
-                step,
+                _DEPLOY_MODES[action.kind],
+                on_step=step,
                 # A recreated agent is judged by the prober and the ladder, not rolled back.
-                ready if want.agent.spec.health and not recreate else None,
+                ready=ready if want.agent.spec.health and not recreate else None,
                 allocate=self.allocate_egress_subnet,
                 gate_token=self.tokens.token(*key),
-                fresh=recreate,
-                resume=action.kind is ActionKind.RESUME,
             )
         except DeployStepError as e:
             if recreate:  # a failed recovery is a rung climbed; the ladder decides what next
@@ -796,6 +798,11 @@ SIDECAR_SECONDS = 10.0
 SIDECAR_RETRIES = 3
 
 _PROBED = ("running", "healthy", "unhealthy")
+_DEPLOY_MODES = {
+    ActionKind.DEPLOY: DeployMode.CONVERGE,
+    ActionKind.RESUME: DeployMode.RESUME,
+    ActionKind.RECREATE: DeployMode.RECREATE,
+}
 """States whose agent the prober checks."""
 
 _DEATH_EVENTS = frozenset({"die", "oom", "kill", "stop"})

@@ -1,5 +1,14 @@
 """Pure planning: spec -> desired state; (desired, observed) -> actions."""
 
+from agentcell.plan._deploy import (
+    DeployMode,
+    DeployPlan,
+    DeployStep,
+    StepKind,
+    deploy_steps,
+    matching_agent,
+    ready_budget,
+)
 from agentcell.plan._egress import compile_egress
 from agentcell.plan._gc import GC_REASONS, EngineObject, ObjectKind, Orphan, find_orphans
 from agentcell.plan._hash import spec_hash
@@ -32,6 +41,9 @@ __all__ = [
     "ActionKind",
     "Attempt",
     "CellKey",
+    "DeployMode",
+    "DeployPlan",
+    "DeployStep",
     "DesiredCell",
     "EngineObject",
     "ObjectKind",
@@ -41,16 +53,20 @@ __all__ = [
     "Progress",
     "Recovery",
     "Step",
+    "StepKind",
     "Trouble",
     "allocate_subnet",
     "backoff",
     "check_quota",
     "compile_egress",
+    "deploy_steps",
     "find_orphans",
     "footprint",
     "health_verdict",
+    "matching_agent",
     "parse_pool",
     "plan",
+    "ready_budget",
     "recover",
     "settled",
     "spec_hash",

@@ -62,6 +62,8 @@ class ObservedContainer:
     started_at: str = ""
     addresses: tuple[tuple[str, str], ...] = ()
     """(network name, address) for each network it is attached to."""
+    network_ids: tuple[str, ...] = ()
+    """The ids of the networks it is attached to (a network made again has a new id)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class ObservedCell:
     cell: str
     containers: tuple[ObservedContainer, ...] = ()
     network: str | None = None
+    network_id: str | None = None
     network_subnet: str | None = None
     volume: str | None = None
 

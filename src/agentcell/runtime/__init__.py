@@ -1,12 +1,8 @@
-"""Drivers that execute plans on a real engine, and observe it."""
+"""Backends that execute plan steps on a real runtime, and observe it."""
 
+from agentcell.runtime._backend import Backend, CellContainers, DeployRun, Made, SecretMounts
 from agentcell.runtime._canary import run_canary
-from agentcell.runtime._docker import (
-    CellContainers,
-    DeployOutcome,
-    DockerDriver,
-    SecretMounts,
-)
+from agentcell.runtime._docker import DockerDriver
 from agentcell.runtime._firewall import CHAIN, Firewall, chain_rules, jump_rule
 from agentcell.runtime._gc import GcOutcome
 from agentcell.runtime._probe import probe, probe_sidecar
@@ -15,11 +11,13 @@ from agentcell.runtime._seccomp import ENGINE_PROFILE_PATHS, cell_seccomp_profil
 __all__ = [
     "CHAIN",
     "ENGINE_PROFILE_PATHS",
+    "Backend",
     "CellContainers",
-    "DeployOutcome",
+    "DeployRun",
     "DockerDriver",
     "Firewall",
     "GcOutcome",
+    "Made",
     "SecretMounts",
     "cell_seccomp_profile",
     "chain_rules",

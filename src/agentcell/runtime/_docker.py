@@ -6,17 +6,23 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import docker
 import docker.errors
 from docker.models.containers import Container
 
-from agentcell.errors import DeployStepError, NotFoundError, RuntimeDriverError
-from agentcell.plan import CellKey, DesiredCell, EngineObject, ObservedCell, ObservedContainer
+from agentcell.errors import NotFoundError, RuntimeDriverError
+from agentcell.plan import (
+    CellKey,
+    DeployStep,
+    EngineObject,
+    ObservedCell,
+    ObservedContainer,
+    StepKind,
+)
 from agentcell.policy import (
     LABEL_CELL,
     LABEL_GENERATION,
@@ -25,61 +31,22 @@ from agentcell.policy import (
     LABEL_TENANT,
     CellNames,
     Decision,
-    cell_names,
     check_container,
     container_body,
     egress_network,
 )
+from agentcell.runtime._backend import CellContainers, DeployRun, Made, SecretMounts
 from agentcell.runtime._canary import run_canary
 from agentcell.runtime._dockerproxy import DockerProxyManager
 from agentcell.runtime._gate import GateManager
 from agentcell.runtime._gc import GcOutcome, list_labelled, remove_objects
-from agentcell.runtime._labels import cell_labels, remove_leftover
+from agentcell.runtime._labels import cell_labels
+from agentcell.runtime.battery import CheckResult, run_battery_a
 
-__all__ = ["CellContainers", "DeployOutcome", "DockerDriver", "SecretMounts"]
+__all__ = ["DockerDriver"]
 
 _STOP_TIMEOUT = 5
 _RUNNING_DEADLINE = 15.0
-_SETTLE_SECONDS = 0.5
-"""Without a health check, a new agent must stay up this long to count as deployed."""
-
-
-class SecretMounts(Protocol):
-    """The host side of secret delivery (the control plane's): one directory per cell."""
-
-    def directory(self, key: CellKey) -> str:
-        """The cell's secrets directory on the host (whether or not it exists)."""
-        ...
-
-    def write(self, key: CellKey) -> str | None:
-        """(Re)write the cell's secret files now; the directory, or None if it has none.
-
-        Raises RuntimeDriverError when they cannot be written."""
-        ...
-
-    def remove(self, key: CellKey) -> None: ...
-
-
-@dataclass(frozen=True)
-class CellContainers:
-    """What the engine holds of one cell, as ``agentcell get`` shows it."""
-
-    agent: dict[str, Any] | None
-    """The inspect output of the agent (the running one if several); None if it has none."""
-    gate: str | None
-    """The egress gate as "name (status)"; None if it has none."""
-    dockerproxy: str | None
-    """The docker proxy as "name (status)"; None if it has none."""
-
-
-@dataclass
-class DeployOutcome:
-    """What a successful deploy left running."""
-
-    container_id: str
-    replaced: str | None = None
-    created: list[str] = field(default_factory=list)
-    policy_digest: str = ""
 
 
 class DockerDriver:
@@ -92,6 +59,7 @@ class DockerDriver:
         seccomp: str | None = None,
         seccomp_file: str | None = None,
         pool: str = "",
+        secret_mounts: SecretMounts | None = None,
     ) -> None:
         self.seccomp = seccomp
         """The cells' seccomp profile as JSON text; None keeps the engine's default."""
@@ -104,7 +72,7 @@ class DockerDriver:
             ) from None
         self.gates = GateManager(self.client, seccomp, pool)
         self.dockerproxies = DockerProxyManager(self.client, seccomp, seccomp_file)
-        self.secret_mounts: SecretMounts | None = None
+        self.secret_mounts = secret_mounts
         """Writes a cell's secret files; called right before every start of its agent."""
 
     def _write_secrets(self, key: CellKey) -> str | None:
@@ -118,6 +86,9 @@ class DockerDriver:
 
     def observe(self) -> dict[CellKey, ObservedCell]:
         """Every cell the engine holds pieces of, keyed by (tenant, cell), found by labels."""
+        return self._observe({"label": [LABEL_TENANT, LABEL_CELL]})
+
+    def _observe(self, filters: dict[str, Any]) -> dict[CellKey, ObservedCell]:
         parts: dict[CellKey, dict[str, Any]] = {}
 
         def slot(labels: dict[str, str]) -> dict[str, Any] | None:
@@ -127,17 +98,18 @@ class DockerDriver:
             return parts.setdefault((tenant, cell), {"containers": []})
 
         api = self.client.api
-        for c in api.containers(all=True, filters={"label": [LABEL_TENANT, LABEL_CELL]}):
+        for c in api.containers(all=True, filters=filters):
             s = slot(c.get("Labels") or {})
             if s is not None:
                 s["containers"].append(self._why_stopped(_observed_container(c)))
-        for n in api.networks(filters={"label": [LABEL_TENANT, LABEL_CELL]}):
+        for n in api.networks(filters=filters):
             s = slot(n.get("Labels") or {})
             if s is not None:
                 s["network"] = n["Name"]
+                s["network_id"] = n["Id"]
                 configs = (n.get("IPAM") or {}).get("Config") or [{}]
                 s["network_subnet"] = configs[0].get("Subnet")
-        vols = api.volumes(filters={"label": [LABEL_TENANT, LABEL_CELL]}).get("Volumes") or []
+        vols = api.volumes(filters=filters).get("Volumes") or []
         for v in vols:
             s = slot(v.get("Labels") or {})
             if s is not None:
@@ -148,6 +120,7 @@ class DockerDriver:
                 cell=key[1],
                 containers=tuple(p["containers"]),
                 network=p.get("network"),
+                network_id=p.get("network_id"),
                 network_subnet=p.get("network_subnet"),
                 volume=p.get("volume"),
             )
@@ -239,229 +212,199 @@ class DockerDriver:
             secrets_dir=self.secrets_dir(key),
         )
 
-    # -- acting ------------------------------------------------------------------------------
-
-    def deploy(
+    def verify(
         self,
-        want: DesiredCell,
-        step: Callable[[str], None],
-        ready: Callable[[str], tuple[bool, str]] | None = None,
+        key: CellKey,
         *,
-        allocate: Callable[[], str] | None = None,
-        gate_token: str = "",
-        fresh: bool = False,
-        resume: bool = False,
-    ) -> DeployOutcome:
-        """Make the cell match ``want``; all or nothing.
+        user: str,
+        workspace: str | None,
+        pids_limit: int,
+        memory_bytes: int,
+        extra_targets: Sequence[tuple[str, int]],
+        secrets: str | None,
+    ) -> list[CheckResult]:
+        """Battery part A inside the running agent container (see ``runtime.battery``)."""
+        container = self.agent_container(key)
+        if container.status != "running":
+            raise RuntimeDriverError(f"cell {key[0]}/{key[1]} is not running ({container.status})")
+        return run_battery_a(
+            container,
+            user=user,
+            workspace=workspace,
+            pids_limit=pids_limit,
+            memory_bytes=memory_bytes,
+            extra_targets=extra_targets,
+            secrets=secrets,
+        )
 
-        ``fresh`` (recovery's recreate rung) first removes the agent and its sidecars, so
-        every container is new from the spec; the network and workspace stay. ``resume``
-        starts a stopped agent that already matches ``want`` instead of replacing it.
+    # -- deploying: one step at a time -----------------------------------------------------
 
-        ``ready(ip)`` is one health probe; the new container must pass it (or, without
-        one, stay up for a moment) before the previous container is removed. With an
-        egress policy the gate comes first (``allocate`` gives the tenant's egress network
-        its subnet; ``gate_token`` guards the gate's control port) and is loaded before the
-        agent starts. A running agent that already matches ``want`` is kept. On failure
-        everything this call created is removed, a replaced container is started again,
-        and DeployStepError names the step.
-        """
-        agent = want.agent
-        key = want.key
-        ws = agent.spec.workspace.access != "none"
-        names = cell_names(key[0], key[1], want.generation, workspace=ws)
-        created: list[tuple[str, str]] = []
-        previous: list[Container] = []
-        restart_previous = False
-        current = "check image"
+    def observe_cell(self, key: CellKey) -> ObservedCell:
+        """One cell, as ``observe`` shows it (empty if the engine holds nothing of it)."""
         try:
-            if fresh:
-                current = "remove the containers being recreated"
-                step(current)
-                for role in ("agent", "egress", "dockerproxy"):
-                    flt = {"label": cell_labels(key, role)}
-                    for c in self.client.containers.list(
-                        all=True, filters=flt, ignore_removed=True
-                    ):
-                        with contextlib.suppress(docker.errors.NotFound):
-                            c.remove(force=True)
-                current = "check image"
-            step(current)
-            try:
-                self.client.images.get(agent.spec.image)
-            except docker.errors.ImageNotFound:
-                raise RuntimeDriverError(
-                    f"image {agent.spec.image!r} is not present on this engine and no registry "
-                    "is used; build it (agentcell images build) or load it (docker load)"
-                ) from None
+            found = self._observe({"label": cell_labels(key, None)})
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
+        return found.get(key) or ObservedCell(tenant=key[0], cell=key[1])
 
-            current = "create network"
-            step(current)
-            network = self._find("networks", key)
-            if network is None:
-                network = self._create_network(names.network, key, want.subnet)
-                created.append(("network", network))
+    def execute(self, step: DeployStep, run: DeployRun) -> None:
+        """Carry out one deploy step (see ``plan._deploy``); engine errors are explained."""
+        try:
+            self._steps[step.kind](step, run)
+        except docker.errors.DockerException as e:
+            raise RuntimeDriverError(_explain(e)) from None
 
-            volume = None
-            if ws:
-                current = "create workspace volume"
-                step(current)
-                volume = self._find("volumes", key)
-                if volume is None:
-                    volume = self._create_volume(names.volume or "", key)
-                    created.append(("volume", volume))
-                self._own_volume(volume, agent.spec.user)
-            names = CellNames(container=names.container, network=network, volume=volume)
+    def undo(self, made: Made) -> None:
+        with contextlib.suppress(docker.errors.DockerException):
+            if made.kind == "container":
+                self.client.api.remove_container(made.ident, force=True)
+            elif made.kind == "network":
+                self.client.api.remove_network(made.ident)
+            else:
+                self.client.api.remove_volume(made.ident, force=True)
 
-            proxy = None
-            digest = ""
-            if want.policy:
-                current = "create egress network"
-                step(current)
-                if allocate is None:
-                    raise RuntimeDriverError("no subnet allocator for the egress network")
-                egress_net, egress_subnet, made = self.gates.egress_network(key[0], allocate)
-                if made:
-                    created.append(("network", egress_net))
-                current = "start egress gate"
-                step(current)
-                gate = self.gates.ensure(
-                    want, network=network, egress=(egress_net, egress_subnet), token=gate_token
-                )
-                if gate.created:
-                    created.append(("container", gate.container_id))
-                current = "load egress policy"
-                step(current)
-                digest = self.gates.load_policy(gate.control, gate_token, want.policy)
-                proxy = gate.proxy_url
+    def start_again(self, container_id: str) -> None:
+        with contextlib.suppress(docker.errors.DockerException):
+            self.client.api.start(container_id)
 
-            docker_host = None
-            if agent.spec.docker.access == "own":
-                current = "start docker proxy"
-                step(current)
-                dp = self.dockerproxies.ensure(want, network=network)
-                if dp.created:
-                    created.append(("container", dp.container_id))
-                docker_host = dp.url
+    @property
+    def _steps(self) -> dict[StepKind, Callable[[DeployStep, DeployRun], None]]:
+        return {
+            StepKind.REMOVE_RECREATED: self._remove_containers,
+            StepKind.CHECK_IMAGE: self._check_image,
+            StepKind.CREATE_NETWORK: self._network,
+            StepKind.CREATE_WORKSPACE: self._workspace,
+            StepKind.CREATE_EGRESS_NETWORK: self._egress_network,
+            StepKind.START_GATE: self._start_gate,
+            StepKind.LOAD_POLICY: self._load_policy,
+            StepKind.START_DOCKER_PROXY: self._start_docker_proxy,
+            StepKind.WRITE_SECRETS: self._write_secret_files,
+            StepKind.REMOVE_LEFTOVER: self._remove_containers,
+            StepKind.CREATE_AGENT: self._create_agent,
+            StepKind.VERIFY_HARDENING: self._verify_hardening,
+            StepKind.STOP_PREVIOUS: self._stop_previous,
+            StepKind.START_AGENT: self._start_agent,
+            StepKind.WAIT_READY: self._wait_until_ready,
+            StepKind.REMOVE_PREVIOUS: self._remove_containers,
+            StepKind.REMOVE_DOCKER_PROXY: self._remove_containers,
+            StepKind.REMOVE_GATE: self._remove_gate,
+        }
 
-            previous = self.client.containers.list(
-                all=True, filters={"label": cell_labels(key, "agent")}, ignore_removed=True
-            )
-
-            def start_until_ready(cid: str) -> None:
-                nonlocal current
-                current = "write secret files"
-                step(current)
-                self._write_secrets(key)
-                current = "start container"
-                step(current)
-                self.client.api.start(cid)
-                self._wait_running(cid)
-                current = "wait until ready"
-                step(current)
-                self._wait_ready(cid, network, ready, self._ready_budget(want))
-
-            keep = self._matching_agent(previous, want, network, stopped=resume)
-            if keep is not None:
-                if resume:
-                    start_until_ready(keep)
-                self._drop_unwanted_gate(want)
-                return DeployOutcome(container_id=keep, policy_digest=digest)
-
-            current = "create container"
-            step(current)
-            stale = remove_leftover(self.client, names.container, key)
-            previous = [p for p in previous if p.id != stale]
-            secrets_dir = None
-            if agent.spec.secrets:
-                current = "write secret files"
-                step(current)
-                secrets_dir = self._write_secrets(key)
-                if secrets_dir is None:
-                    raise RuntimeDriverError("this control plane cannot deliver secrets")
-                current = "create container"
-            body = container_body(
-                agent,
-                names=names,
-                spec_hash=want.spec_hash,
-                generation=want.generation,
-                seccomp=self.seccomp,
-                proxy=proxy,
-                docker_host=docker_host,
-                secrets_dir=secrets_dir,
-            )
-            cid = self.client.api.create_container_from_config(body, name=names.container)["Id"]
-            created.append(("container", cid))
-
-            current = "verify hardening"
-            step(current)
-            attrs = self.client.api.inspect_container(cid)
-            checks = check_container(
-                attrs,
-                network=network,
-                strict_seccomp=bool(self.seccomp),
-                secrets_dir=self.secrets_dir(key),
-            )
-            bad = [d.reason for d in checks if not d.allow]
-            if bad:
-                raise RuntimeDriverError(
-                    "the engine did not apply the hardening: " + "; ".join(bad)
-                )
-
-            if previous:
-                current = "stop previous container"
-                step(current)
-                for p in previous:
-                    if p.status == "running":
-                        restart_previous = True
-                        p.stop(timeout=_STOP_TIMEOUT)
-
-            start_until_ready(cid)
-
-            if previous:
-                current = "remove previous container"
-                step(current)
-                for p in previous:
-                    with contextlib.suppress(docker.errors.NotFound):
-                        p.remove(force=True)
-            self._drop_unwanted_gate(want)
-            return DeployOutcome(
-                container_id=cid,
-                replaced=previous[0].id if previous else None,
-                created=[c[1] for c in created],
-                policy_digest=digest,
-            )
-        except (docker.errors.DockerException, RuntimeDriverError, OSError) as e:
-            self._rollback(created, previous if restart_previous else [])
-            raise DeployStepError(current, _explain(e)) from None
-
-    def _matching_agent(
-        self, candidates: list[Container], want: DesiredCell, network: str, *, stopped: bool
-    ) -> str | None:
-        """The id of a running (or, if ``stopped``, any) agent that already is what ``want``
-        asks, on this network."""
-        net_id = self.client.api.inspect_network(network)["Id"]
-        for c in sorted(candidates, key=lambda c: c.status != "running"):
-            nets = c.attrs.get("NetworkSettings", {}).get("Networks", {})
-            if (
-                (c.status == "running" or stopped)
-                and c.labels.get(LABEL_SPEC_HASH) == want.spec_hash
-                and c.labels.get(LABEL_GENERATION) == str(want.generation)
-                and (nets.get(network) or {}).get("NetworkID") == net_id
-            ):
-                return str(c.id)
-        return None
-
-    def _drop_unwanted_gate(self, want: DesiredCell) -> None:
-        if want.agent.spec.docker.access != "own":
-            self.dockerproxies.remove(want.key)
-        if want.policy:
-            return
-        gate = self.gates.find(want.key)
-        if gate is not None:
+    def _remove_containers(self, step: DeployStep, run: DeployRun) -> None:
+        for cid in step.containers:
             with contextlib.suppress(docker.errors.NotFound):
-                gate.remove(force=True)
-            self.gates.remove_egress_network_if_unused(want.key[0])
+                self.client.api.remove_container(cid, force=True)
+
+    def _check_image(self, step: DeployStep, run: DeployRun) -> None:
+        try:
+            self.client.images.get(step.name)
+        except docker.errors.ImageNotFound:
+            raise RuntimeDriverError(
+                f"image {step.name!r} is not present on this engine and no registry "
+                "is used; build it (agentcell images build) or load it (docker load)"
+            ) from None
+
+    def _network(self, step: DeployStep, run: DeployRun) -> None:
+        run.network = step.name
+        if step.create:
+            self._create_network(step.name, run.want.key, run.want.subnet)
+            run.made.append(Made("network", step.name))
+
+    def _workspace(self, step: DeployStep, run: DeployRun) -> None:
+        run.volume = step.name
+        if step.create:
+            self._create_volume(step.name, run.want.key)
+            run.made.append(Made("volume", step.name))
+        self._own_volume(step.name, run.want.agent.spec.user)
+
+    def _egress_network(self, step: DeployStep, run: DeployRun) -> None:
+        if run.allocate is None:
+            raise RuntimeDriverError("no subnet allocator for the egress network")
+        name, subnet, made = self.gates.egress_network(run.want.key[0], run.allocate)
+        run.egress = (name, subnet)
+        if made:
+            run.made.append(Made("network", name))
+
+    def _start_gate(self, step: DeployStep, run: DeployRun) -> None:
+        assert run.egress is not None, "the egress network comes first"
+        gate = self.gates.ensure(
+            run.want, network=run.network, egress=run.egress, token=run.gate_token
+        )
+        if gate.created:
+            run.made.append(Made("container", gate.container_id))
+        run.gate, run.proxy = gate.control, gate.proxy_url
+
+    def _load_policy(self, step: DeployStep, run: DeployRun) -> None:
+        assert run.gate is not None, "the gate comes first"
+        run.policy_digest = self.gates.load_policy(run.gate, run.gate_token, run.want.policy)
+
+    def _start_docker_proxy(self, step: DeployStep, run: DeployRun) -> None:
+        proxy = self.dockerproxies.ensure(run.want, network=run.network)
+        if proxy.created:
+            run.made.append(Made("container", proxy.container_id))
+        run.docker_host = proxy.url
+
+    def _write_secret_files(self, step: DeployStep, run: DeployRun) -> None:
+        run.secrets_dir = self._write_secrets(run.want.key)
+        if run.want.agent.spec.secrets and run.secrets_dir is None:
+            raise RuntimeDriverError("this control plane cannot deliver secrets")
+
+    def _create_agent(self, step: DeployStep, run: DeployRun) -> None:
+        want = run.want
+        body = container_body(
+            want.agent,
+            names=CellNames(container=step.name, network=run.network, volume=run.volume),
+            spec_hash=want.spec_hash,
+            generation=want.generation,
+            seccomp=self.seccomp,
+            proxy=run.proxy,
+            docker_host=run.docker_host,
+            secrets_dir=run.secrets_dir,
+        )
+        try:
+            created = self.client.api.create_container_from_config(body, name=step.name)
+        except docker.errors.APIError as e:
+            if e.status_code == 409:  # not this cell's, or the plan would have removed it
+                raise RuntimeDriverError(
+                    f"a container named {step.name} exists and is not this cell's; "
+                    "rename or remove it"
+                ) from None
+            raise
+        run.agent = str(created["Id"])
+        run.made.append(Made("container", run.agent))
+
+    def _verify_hardening(self, step: DeployStep, run: DeployRun) -> None:
+        attrs = self.client.api.inspect_container(run.agent)
+        checks = check_container(
+            attrs,
+            network=run.network,
+            strict_seccomp=bool(self.seccomp),
+            secrets_dir=self.secrets_dir(run.want.key),
+        )
+        bad = [d.reason for d in checks if not d.allow]
+        if bad:
+            raise RuntimeDriverError("the engine did not apply the hardening: " + "; ".join(bad))
+
+    def _stop_previous(self, step: DeployStep, run: DeployRun) -> None:
+        for cid in step.containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.api.stop(cid, timeout=_STOP_TIMEOUT)
+                run.stopped.append(cid)
+
+    def _start_agent(self, step: DeployStep, run: DeployRun) -> None:
+        cid = step.containers[0] if step.containers else run.agent
+        self.client.api.start(cid)
+        self._wait_running(cid)
+
+    def _wait_until_ready(self, step: DeployStep, run: DeployRun) -> None:
+        cid = step.containers[0] if step.containers else run.agent
+        self._wait_ready(cid, run.network, run.ready, step.seconds)
+
+    def _remove_gate(self, step: DeployStep, run: DeployRun) -> None:
+        self._remove_containers(step, run)
+        self.gates.remove_egress_network_if_unused(run.want.key[0])
+
+    # -- single actions --------------------------------------------------------------------
 
     def load_policy(self, key: CellKey, token: str, policy: str) -> str:
         """Load ``policy`` into the cell's running gate; returns its digest."""
@@ -469,10 +412,6 @@ class DockerDriver:
             return self.gates.load_policy(self.gates.control_address(key), token, policy)
         except docker.errors.DockerException as e:
             raise RuntimeDriverError(_explain(e)) from None
-
-    def gate_logs(self, key: CellKey, *, since: int) -> Iterator[bytes]:
-        """The gate's decision records (its stdout), following, from ``since`` (unix time)."""
-        return self.sidecar_logs(key, "egress", since=since)
 
     def sidecar_logs(self, key: CellKey, role: str, *, since: int) -> Iterator[bytes]:
         """A sidecar's decision records (its stdout: ``egress`` or ``dockerproxy``), following,
@@ -640,14 +579,6 @@ class DockerDriver:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _find(self, kind: str, key: CellKey) -> str | None:
-        flt = {"label": cell_labels(key, None)}
-        if kind == "networks":
-            nets = self.client.api.networks(filters=flt)
-            return str(nets[0]["Name"]) if nets else None
-        vols = self.client.api.volumes(filters=flt).get("Volumes") or []
-        return str(vols[0]["Name"]) if vols else None
-
     def _create_network(self, name: str, key: CellKey, subnet: str) -> str:
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
         net = self.client.networks.create(
@@ -708,13 +639,6 @@ class DockerDriver:
                 raise RuntimeDriverError(f"container not running after {_RUNNING_DEADLINE:g}s")
             time.sleep(0.02)
 
-    @staticmethod
-    def _ready_budget(want: DesiredCell) -> float:
-        health = want.agent.spec.health
-        if health is None:
-            return _SETTLE_SECONDS
-        return min(health.start_period + health.interval * health.retries, 300.0)
-
     def _wait_ready(
         self,
         cid: str,
@@ -751,19 +675,6 @@ class DockerDriver:
                     )
             time.sleep(0.02)
 
-    def _rollback(self, created: list[tuple[str, str]], restart: list[Container]) -> None:
-        for kind, ident in reversed(created):
-            with contextlib.suppress(docker.errors.DockerException):
-                if kind == "container":
-                    self.client.api.remove_container(ident, force=True)
-                elif kind == "network":
-                    self.client.networks.get(ident).remove()
-                elif kind == "volume":
-                    self.client.volumes.get(ident).remove(force=True)
-        for p in restart:
-            with contextlib.suppress(docker.errors.DockerException):
-                p.start()
-
 
 def _observed_container(c: dict[str, Any]) -> ObservedContainer:
     labels = c.get("Labels") or {}
@@ -791,6 +702,7 @@ def _observed_container(c: dict[str, Any]) -> ObservedContainer:
         exit_code=exit_code,
         ip=ip,
         addresses=addresses,
+        network_ids=tuple(str(n["NetworkID"]) for n in networks.values() if n.get("NetworkID")),
     )
 
 
