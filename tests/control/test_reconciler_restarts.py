@@ -50,7 +50,8 @@ def _honoured(plane: ControlPlane) -> int:
 
 def _run(plane: ControlPlane, kind: ActionKind, reason: str, **extra: str) -> None:
     want = plane.store.desired()[KEY]
-    plane.reconciler._apply(Action(kind, KEY, reason, extra), want)
+    action = Action(kind, KEY, reason, extra, new_spec=reason == "spec changed")
+    plane.reconciler._apply(action, want)
 
 
 def _spec_changed(driver: MemoryBackend) -> None:

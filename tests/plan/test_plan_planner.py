@@ -115,7 +115,7 @@ def restarts(*ages: float, rung: int = 0, **more: Any) -> Progress:
 
 
 def deploy(reason: str) -> Action:
-    return Action(ActionKind.DEPLOY, KEY, reason)
+    return Action(ActionKind.DEPLOY, KEY, reason, new_spec=reason == "spec changed")
 
 
 def requested(n: int) -> Action:

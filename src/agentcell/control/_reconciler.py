@@ -520,7 +520,7 @@ class Reconciler:
         changes: dict[str, object] = {}
         if outcome.policy_digest:
             changes["policy_digest"] = outcome.policy_digest
-        if action.kind is ActionKind.DEPLOY and action.reason == "spec changed":
+        if action.new_spec:
             changes.update(attempts=(), rung=0)  # a new spec starts a new ladder
         if (
             recreate

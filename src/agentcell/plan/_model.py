@@ -153,3 +153,5 @@ class Action:
     key: CellKey
     reason: str
     extra: dict[str, str] = field(default_factory=dict)
+    new_spec: bool = False
+    """A DEPLOY of a spec the running agent was not made from: its ladder starts over."""

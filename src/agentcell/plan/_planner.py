@@ -100,7 +100,7 @@ def _plan_cell(
     agent = have.agent
     assert agent is not None
     if agent.spec_hash != want.spec_hash:
-        return Action(ActionKind.DEPLOY, key, "spec changed")
+        return Action(ActionKind.DEPLOY, key, "spec changed", new_spec=True)
     if want.restart_request > prog.restart_honoured:
         return Action(
             ActionKind.RESTART_REQUESTED,
