@@ -11,14 +11,14 @@ import sys
 import pytest
 from gatelive import gate_env, start_gate, wait_started
 
-from agentcell.gate._config import (
-    GateConfig,
-    GateConfigError,
+from agentcell.gate._listen import (
+    SidecarConfigError,
     local_addresses,
     parse_fib_trie,
     parse_if_inet6,
     parse_listen,
 )
+from agentcell.gate.egress._config import GateConfig
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -103,7 +103,7 @@ def test_listen_addresses(raw: str, expected: tuple[object, int]) -> None:
     ],
 )
 def test_bad_listen_addresses_name_the_variable(raw: str, says: str) -> None:
-    with pytest.raises(GateConfigError, match=r"^X: ") as e:
+    with pytest.raises(SidecarConfigError, match=r"^X: ") as e:
         parse_listen("X", raw, lambda: LOCAL)
     assert says in str(e.value)
 
@@ -169,7 +169,7 @@ def test_a_wildcard_listener_makes_every_local_address_the_gates_own() -> None:
     ],
 )
 def test_from_env_refuses_an_incomplete_environment(env: dict[str, str], says: str) -> None:
-    with pytest.raises(GateConfigError, match=says):
+    with pytest.raises(SidecarConfigError, match=says):
         GateConfig.from_env({**BASE, **env}, local=LOCAL)
 
 

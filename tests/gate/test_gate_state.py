@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from agentcell.gate import _state
 from agentcell.gate._records import Record
-from agentcell.gate._state import Flow, GateState
+from agentcell.gate.egress import _state
+from agentcell.gate.egress._state import Flow, GateState
 from agentcell.policy._egress import EgressDecision, EgressPolicy
 
 OWN = [ipaddress.ip_network("127.0.0.2/32")]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentcell.gate._tls import MAX_HELLO_BYTES, ClientHello, HelloStatus, parse_client_hello
+from agentcell.gate.egress._tls import MAX_HELLO_BYTES, ClientHello, HelloStatus, parse_client_hello
 
 NEED_MORE = ClientHello(HelloStatus.NEED_MORE)
 NOT_TLS = ClientHello(HelloStatus.NOT_TLS)

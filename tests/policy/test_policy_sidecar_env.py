@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agentcell.gate._config import GateConfig
-from agentcell.gate._docker_config import DockerProxyConfig
+from agentcell.gate.dockerproxy._config import DockerProxyConfig
+from agentcell.gate.egress._config import GateConfig
 from agentcell.policy import (
     DOCKER_PROXY_PORT,
     GATE_CONTROL_PORT,

@@ -4,8 +4,8 @@ Present in a cell only when its agent may manage containers: it stands between t
 agent (``DOCKER_HOST=tcp://<proxy>:2375``) and the engine's socket, and lets the agent
 run, inspect, exec into and remove its own children and nothing else. Every request is
 decided by ``agentcell.policy`` (``_dockerapi``, ``_enginejson``, ``_childbody``); the
-IO and the order of the steps are in ``_docker_proxy``. One JSON decision record per
-request on stdout; lifecycle messages on stderr. Settings: ``_docker_config``.
+IO and the order of the steps are in ``_proxy``. One JSON decision record per
+request on stdout; lifecycle messages on stderr. Settings: ``_config``.
 SIGTERM or SIGINT stops it.
 """
 
@@ -16,9 +16,9 @@ import os
 import signal
 import sys
 
-from agentcell.gate._config import GateConfigError
-from agentcell.gate._docker_config import DockerProxyConfig
+from agentcell.gate._listen import SidecarConfigError
 from agentcell.gate._records import log
+from agentcell.gate.dockerproxy._config import DockerProxyConfig
 
 __all__ = ["main", "serve"]
 
@@ -27,13 +27,13 @@ _STOP_GRACE = 5.0
 
 async def serve(config: DockerProxyConfig) -> int:
     """Run the proxy until SIGTERM/SIGINT; 0 on a clean stop, 2 if it cannot start."""
-    from agentcell.gate._docker_proxy import DockerProxy
-    from agentcell.gate._docker_records import DockerRecordWriter
-    from agentcell.gate._server import _Acceptor, _listen, _where
+    from agentcell.gate._acceptor import Acceptor, listen, where
+    from agentcell.gate.dockerproxy._proxy import DockerProxy
+    from agentcell.gate.dockerproxy._records import DockerRecordWriter
 
     loop = asyncio.get_running_loop()
     try:
-        sock = _listen(*config.listen)
+        sock = listen(*config.listen)
     except OSError as e:
         log(f"cannot start: docker proxy port {config.listen}: {e}")
         return 2
@@ -42,9 +42,9 @@ async def serve(config: DockerProxyConfig) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     tasks: set[asyncio.Task[None]] = set()
-    acceptor = _Acceptor(sock, proxy.handle, "dockerproxy", tasks)
+    acceptor = Acceptor(sock, proxy.handle, "dockerproxy", tasks)
     log(
-        f"docker proxy started: listen={_where(sock)} engine={config.engine_socket} "
+        f"docker proxy started: listen={where(sock)} engine={config.engine_socket} "
         f"tenant={config.tenant} cell={config.cell} network={config.network}"
     )
     await stop.wait()
@@ -63,13 +63,9 @@ def main() -> int:
     """Run the docker proxy; 0 on a clean stop, 2 if it cannot start."""
     try:
         config = DockerProxyConfig.from_env(os.environ)
-    except GateConfigError as e:
+    except SidecarConfigError as e:
         log(f"cannot start: {e}")
         return 2
     if "ssl" not in sys.modules:
         sys.modules["ssl"] = None  # type: ignore[assignment]  # no TLS here: keep RSS down
     return asyncio.run(serve(config))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

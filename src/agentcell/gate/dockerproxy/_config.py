@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from agentcell.gate._config import GateConfigError, parse_listen
+from agentcell.gate._listen import SidecarConfigError, parse_listen
 from agentcell.policy._childbody import ChildContext, ChildLimits, ChildUsage
 from agentcell.policy._egress import IPAddress
 from agentcell.policy._sidecar_env import DockerProxyVar as Var
@@ -30,10 +30,10 @@ def parse_cpus(var: str, raw: str) -> int:
     try:
         value = Decimal(raw.strip())
     except InvalidOperation:
-        raise GateConfigError(f"{var}: not a number: {raw!r}") from None
+        raise SidecarConfigError(f"{var}: not a number: {raw!r}") from None
     nano = value * 1_000_000_000
     if not value.is_finite() or nano <= 0 or nano != int(nano):
-        raise GateConfigError(f"{var}: not a positive CPU count: {raw!r}")
+        raise SidecarConfigError(f"{var}: not a positive CPU count: {raw!r}")
     return int(nano)
 
 
@@ -41,22 +41,22 @@ def parse_memory(var: str, raw: str) -> int:
     """A memory size in bytes: digits, optionally ``k``, ``m`` or ``g`` (binary units)."""
     m = _MEMORY.fullmatch(raw.strip())
     if m is None or int(m[1]) <= 0:
-        raise GateConfigError(f"{var}: not a memory size: {raw!r}")
+        raise SidecarConfigError(f"{var}: not a memory size: {raw!r}")
     return int(m[1]) * _UNITS[m[2].lower()]
 
 
 def _positive_int(var: str, raw: str) -> int:
     if not raw.strip().isdigit() or int(raw) <= 0:
-        raise GateConfigError(f"{var}: not a positive integer: {raw!r}")
+        raise SidecarConfigError(f"{var}: not a positive integer: {raw!r}")
     return int(raw)
 
 
 def _required_name(env: Mapping[str, str], var: str) -> str:
     value = env.get(var, "")
     if not value:
-        raise GateConfigError(f"{var} is required")
+        raise SidecarConfigError(f"{var} is required")
     if not _NAME.fullmatch(value):
-        raise GateConfigError(f"{var}: not a valid name: {value!r}")
+        raise SidecarConfigError(f"{var}: not a valid name: {value!r}")
     return value
 
 
@@ -80,7 +80,7 @@ class DockerProxyConfig:
         listen = parse_listen(Var.PROXY_LISTEN, env.get(Var.PROXY_LISTEN, "0.0.0.0:2375"))
         engine = env.get(Var.ENGINE_SOCKET, "/var/run/docker.sock")
         if not engine.startswith("/"):
-            raise GateConfigError(f"{Var.ENGINE_SOCKET}: not an absolute path: {engine!r}")
+            raise SidecarConfigError(f"{Var.ENGINE_SOCKET}: not an absolute path: {engine!r}")
         seccomp: str | None = None
         seccomp_path = env.get(Var.SECCOMP, "")
         if seccomp_path:
@@ -88,14 +88,14 @@ class DockerProxyConfig:
                 seccomp = Path(seccomp_path).read_text(encoding="utf-8")
                 json.loads(seccomp)
             except (OSError, ValueError) as e:
-                raise GateConfigError(f"{Var.SECCOMP}: cannot read {seccomp_path}: {e}") from e
+                raise SidecarConfigError(f"{Var.SECCOMP}: cannot read {seccomp_path}: {e}") from e
         for var in (
             Var.LIMIT_CONTAINERS,
             Var.LIMIT_CPUS,
             Var.LIMIT_MEMORY,
         ):
             if not env.get(var, ""):
-                raise GateConfigError(f"{var} is required")
+                raise SidecarConfigError(f"{var} is required")
         limits = ChildLimits(
             containers=_positive_int(Var.LIMIT_CONTAINERS, env[Var.LIMIT_CONTAINERS]),
             nano_cpus=parse_cpus(Var.LIMIT_CPUS, env[Var.LIMIT_CPUS]),
@@ -117,7 +117,7 @@ class DockerProxyConfig:
         try:
             config.context(ChildUsage())
         except ValueError as e:
-            raise GateConfigError(f"{Var.CHILD_USER}: {e}") from e
+            raise SidecarConfigError(f"{Var.CHILD_USER}: {e}") from e
         return config
 
     def context(self, used: ChildUsage) -> ChildContext:

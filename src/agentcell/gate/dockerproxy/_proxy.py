@@ -37,9 +37,12 @@ from typing import Any
 
 import h11
 
-from agentcell.gate._docker_config import DockerProxyConfig
-from agentcell.gate._docker_engine import EngineError, EngineStream, ask
-from agentcell.gate._docker_records import (
+from agentcell.gate._http import MAX_HEAD, end_to_end_headers, receive_event
+from agentcell.gate._records import log
+from agentcell.gate._relay import PipePool, relay, shutdown_quietly
+from agentcell.gate.dockerproxy._config import DockerProxyConfig
+from agentcell.gate.dockerproxy._engine import EngineError, EngineStream, ask
+from agentcell.gate.dockerproxy._records import (
     BAD_REQUEST,
     BODY_NOT_ALLOWED,
     BODY_TOO_LARGE,
@@ -52,9 +55,6 @@ from agentcell.gate._docker_records import (
     DockerRecord,
     DockerRecordWriter,
 )
-from agentcell.gate._http import MAX_HEAD, end_to_end_headers, receive_event
-from agentcell.gate._records import log
-from agentcell.gate._relay import PipePool, relay, shutdown_quietly
 from agentcell.policy._childbody import (
     ChildUsage,
     Hardened,

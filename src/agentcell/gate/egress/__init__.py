@@ -26,8 +26,9 @@ import os
 import resource
 import sys
 
-from agentcell.gate._config import GateConfig, GateConfigError
+from agentcell.gate._listen import SidecarConfigError
 from agentcell.gate._records import log
+from agentcell.gate.egress._config import GateConfig
 
 __all__ = ["main"]
 
@@ -45,7 +46,7 @@ def main() -> int:
     """Run the gate until SIGTERM/SIGINT; 0 on a clean stop, 2 if it cannot start."""
     try:
         config = GateConfig.from_env(os.environ)
-    except GateConfigError as e:
+    except SidecarConfigError as e:
         log(f"cannot start: {e}")
         return 2
     _raise_fd_limit()
@@ -55,10 +56,6 @@ def main() -> int:
         sys.modules["ssl"] = None  # type: ignore[assignment]
     import asyncio
 
-    from agentcell.gate._server import serve
+    from agentcell.gate.egress._server import serve
 
     return asyncio.run(serve(config))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

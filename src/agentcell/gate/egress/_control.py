@@ -19,7 +19,7 @@ import h11
 
 from agentcell.gate._http import MAX_HEAD, close_gracefully, receive_event, simple_response
 from agentcell.gate._records import log
-from agentcell.gate._state import GateState
+from agentcell.gate.egress._state import GateState
 from agentcell.policy._egress import EgressPolicy, PolicyError
 
 __all__ = ["MAX_POLICY_BYTES", "Control"]

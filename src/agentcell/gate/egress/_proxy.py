@@ -45,8 +45,8 @@ from agentcell.gate._records import (
     log,
 )
 from agentcell.gate._relay import PipePool, relay, shutdown_quietly
-from agentcell.gate._state import Flow, GateState
-from agentcell.gate._tls import MAX_HELLO_BYTES, HelloStatus, parse_client_hello
+from agentcell.gate.egress._state import Flow, GateState
+from agentcell.gate.egress._tls import MAX_HELLO_BYTES, HelloStatus, parse_client_hello
 from agentcell.policy._egress import EgressDecision, IPAddress, normalise_host
 
 __all__ = ["Proxy"]
