@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from agentcell.control import GateTokens
-from agentcell.policy import GATE_CONTROL_PORT
+from agentcell.policy import GATE_CONTROL_PORT, is_egress_network
 from livecell import DEMO_IMAGE, Server, free_port, is_back, is_healthy, spec_text, wait_for
 from livecell import apply_and_wait as _deploy
 from livecell import cell as _cell
@@ -127,7 +127,7 @@ def _gate_policy(server: Server, gate: Any, tenant: str, cell: str) -> dict[str,
     ip = next(
         n["IPAddress"]
         for name, n in gate.attrs["NetworkSettings"]["Networks"].items()
-        if name.endswith("-egress") and n.get("IPAddress")
+        if is_egress_network(tenant, name) and n.get("IPAddress")
     )
     token = GateTokens(server.state_dir).token(tenant, cell)
     conn = http.client.HTTPConnection(ip, GATE_CONTROL_PORT, timeout=5)

@@ -13,7 +13,7 @@ import pytest
 
 from agentcell.control import AuditRecord, CellStatus, Store
 from agentcell.errors import StoreError
-from agentcell.plan import Attempt, spec_hash
+from agentcell.plan import Attempt, InvalidTransition, spec_hash
 from agentcell.spec import API_VERSION, Agent, Tenant
 
 KEY = ("acme", "researcher")
@@ -220,8 +220,15 @@ def test_a_cell_without_status_is_pending_at_version_zero(store: Store) -> None:
     )
 
 
+def test_a_state_change_outside_the_transition_table_is_refused(store: Store) -> None:
+    store.set_status(KEY, state="removing")
+    with pytest.raises(InvalidTransition, match="from removing to running"):
+        store.set_status(KEY, state="running")
+    assert store.status(KEY).state == "removing"  # nothing written
+
+
 def test_each_change_bumps_the_version_once(store: Store) -> None:
-    one = store.set_status(KEY, state="deploying", reason="cell missing: starting")
+    one = store.set_status(KEY, state="pending", reason="cell missing: starting")
     two = store.set_status(KEY, state="running", container_id="c1", ip="10.213.0.2")
     ladder = (Attempt(1.0, "restart"), Attempt(2.0, "recreate"))
     three = store.set_status(
@@ -304,7 +311,7 @@ def spy(store: Store) -> SpyCondition:
 
 def test_wait_status_returns_on_a_change(store: Store, spy: SpyCondition) -> None:
     put(store, make_agent())
-    before = store.set_status(KEY, state="deploying").version
+    before = store.set_status(KEY, state="pending", reason="starting").version
     thread, out = wait_in_thread(store, before, timeout=30)
     assert spy.blocked.acquire(timeout=10), "the waiter never blocked"
     store.set_status(KEY, state="running")
@@ -573,7 +580,7 @@ def test_a_store_from_an_older_release_keeps_its_restart_times(path: Path) -> No
     Store(path).close()
     db = sqlite3.connect(path)
     db.execute(
-        "INSERT INTO status(tenant, name, state, health, reason, since, restarts) "
+        "INSERT INTO status(tenant, name, state, health, reason, since, attempts) "
         "VALUES ('acme', 'researcher', 'running', 'none', '', 0, '[3.5, 4.5]')"
     )
     db.commit()
@@ -583,3 +590,36 @@ def test_a_store_from_an_older_release_keeps_its_restart_times(path: Path) -> No
         assert again.status(KEY).attempts == (Attempt(3.5, "restart"), Attempt(4.5, "restart"))
     finally:
         again.close()
+
+
+def test_a_store_of_the_previous_release_keeps_its_attempts_under_the_new_column(
+    path: Path,
+) -> None:
+    # The previous release's status table: the attempts lived in a column named restarts.
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE status (tenant TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL, "
+        "health TEXT NOT NULL, reason TEXT NOT NULL, since REAL NOT NULL, "
+        "observed_generation INTEGER NOT NULL DEFAULT 0, "
+        "failed_generation INTEGER NOT NULL DEFAULT 0, container_id TEXT NOT NULL DEFAULT '', "
+        "ip TEXT NOT NULL DEFAULT '', restarts TEXT NOT NULL DEFAULT '[]', "
+        "policy_digest TEXT NOT NULL DEFAULT '', version INTEGER NOT NULL DEFAULT 0, "
+        "PRIMARY KEY (tenant, name))"
+    )
+    db.execute(
+        "INSERT INTO status(tenant, name, state, health, reason, since, restarts, version) "
+        "VALUES ('acme', 'researcher', 'running', 'none', 'deployed', 1.0, "
+        "'[[5.0, \"restart\"]]', 3)"
+    )
+    db.commit()
+    db.close()
+
+    store = Store(path)
+    try:
+        st = store.status(KEY)
+        assert (st.state, st.attempts, st.version) == ("running", (Attempt(5.0, "restart"),), 3)
+        columns = {r[1] for r in store._db.execute("PRAGMA table_info(status)")}
+        assert "attempts" in columns and "restarts" not in columns
+    finally:
+        store.close()

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from agentcell.control import GateTokens
-from agentcell.policy import GATE_CONTROL_PORT, gate_address
+from agentcell.policy import GATE_CONTROL_PORT, gate_address, is_egress_network
 from livecell import AGENTCELL, DEMO_IMAGE, TEST_POOL, Server, free_port, remove_labelled, wait_for
 
 pytestmark = pytest.mark.integration
@@ -485,7 +485,7 @@ def test_b8_a_removed_rule_denies_at_once_and_bad_policies_keep_the_last_good(ce
     ip = next(
         n["IPAddress"]
         for name, n in gate.attrs["NetworkSettings"]["Networks"].items()
-        if name.endswith("-egress")
+        if is_egress_network(cell.tenant, name)
     )
     conn = http.client.HTTPConnection(ip, GATE_CONTROL_PORT, timeout=5)
     conn.request(

@@ -249,10 +249,6 @@ def deploy(
         raise typer.Exit(1)
 
 
-_UP = ("running", "healthy", "unhealthy")
-"""States in which the agent runs."""
-
-
 def _wait_ready(client: Client, c: dict[str, Any], timeout: float) -> bool:
     ref = f"{c['tenant']}/{c['name']}"
     path = f"/v1/cells/{ref}"
@@ -278,12 +274,10 @@ def _wait_ready(client: Client, c: dict[str, Any], timeout: float) -> bool:
                 return False
             version = st["version"]
             status.update(f"{ref}: {st['state']} — {st['reason']}")
-            current = st["observed_generation"] >= c["generation"]
-            if st["failed_generation"] >= c["generation"] or (
-                st["state"] == "failed" and not c["changed"]
-            ):
-                err.print(f"[red]✗[/red] {ref}: deploy failed: {st['reason']}", highlight=False)
-                return False
+            # The server's verdict (plan.readiness), against the generation it stores.
+            if not st.get("settled"):
+                continue
+            reason = st.get("ready_reason", st["reason"])
             if st["state"] == "paused":
                 out.print(
                     f"[magenta]‖[/magenta] {ref}: stored, and paused ({st['reason']}); "
@@ -291,21 +285,16 @@ def _wait_ready(client: Client, c: dict[str, Any], timeout: float) -> bool:
                     highlight=False,
                 )
                 return True
+            if not st.get("ready"):
+                err.print(f"[red]✗[/red] {ref}: {reason}", highlight=False)
+                return False
+            took = time.monotonic() - started
             policy = c.get("policy_digest") or ""
-            loaded = st.get("policy_digest", "") == policy
-            if st["state"] in _UP and current and loaded:
-                if st["health"] == "unhealthy":
-                    err.print(f"[red]✗[/red] {ref}: running but unhealthy: {st['reason']}")
-                    return False
-                if st["health"] in ("healthy", "none"):
-                    took = time.monotonic() - started
-                    what = "unchanged, running" if not c["changed"] else f"ready in {took:.2f}s"
-                    health = "" if st["health"] == "none" else ", healthy"
-                    egress = f", egress policy {policy}" if policy else ""
-                    out.print(
-                        f"[green]✓[/green] {ref}: {what}{health if c['changed'] else ''}{egress}"
-                    )
-                    return True
+            what = "unchanged, running" if not c["changed"] else f"ready in {took:.2f}s"
+            health = "" if st["health"] == "none" else ", healthy"
+            egress = f", egress policy {policy}" if policy else ""
+            out.print(f"[green]✓[/green] {ref}: {what}{health if c['changed'] else ''}{egress}")
+            return True
 
 
 @app.command()

@@ -38,7 +38,14 @@ from agentcell.errors import (
     SpecError,
     SpecIssue,
 )
-from agentcell.plan import CellKey, DesiredCell, check_quota, compile_egress, spec_hash
+from agentcell.plan import (
+    CellKey,
+    DesiredCell,
+    check_quota,
+    compile_egress,
+    readiness,
+    spec_hash,
+)
 from agentcell.policy import SECRETS_PATH, PolicyError, check_container
 from agentcell.runtime import Backend, DockerDriver, Firewall, cell_seccomp_profile
 from agentcell.spec import API_VERSION, Agent, Tenant, dump_documents, load_text
@@ -482,9 +489,23 @@ class ControlPlane:
         return self.store.wait_status(key, after_version, timeout)
 
     def status_view(self, st: CellStatus) -> dict[str, Any]:
-        """A cell status as the API shows it."""
+        """A cell status as the API shows it, with the verdict on its deploy (``ready``,
+        ``settled``, ``ready_reason``: see ``plan.readiness``)."""
         out = dict(st.__dict__)
         out["attempts"] = [{"time": a.time, "step": a.step} for a in st.attempts]
+        want = self.store.cell((st.tenant, st.name))
+        if want is not None:
+            verdict = readiness(
+                generation=want.generation,
+                policy_digest=want.policy_digest,
+                state=st.state,
+                health=st.health,
+                reason=st.reason,
+                observed_generation=st.observed_generation,
+                failed_generation=st.failed_generation,
+                loaded_digest=st.policy_digest,
+            )
+            out.update(ready=verdict.ready, settled=verdict.settled, ready_reason=verdict.reason)
         return out
 
     def _summary(

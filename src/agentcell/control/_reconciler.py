@@ -23,9 +23,10 @@ from agentcell.control._applier import apply_deploy
 from agentcell.control._audit import LOGGED
 from agentcell.control._auth import GateTokens
 from agentcell.control._notify import Notifier
-from agentcell.control._store import AuditRecord, CellStatus, Store
+from agentcell.control._store import AuditRecord, CellStatus, StatusChanges, Store
 from agentcell.errors import AgentcellError, DeployStepError, FirewallError
 from agentcell.plan import (
+    UP,
     Action,
     ActionKind,
     Attempt,
@@ -261,7 +262,7 @@ class Reconciler:
         if not running or agent is None:
             return
         has_health = want.agent.spec.health is not None
-        changes: dict[str, object] = {
+        changes: StatusChanges = {
             "container_id": agent.id,
             "ip": agent.ip,
             "observed_generation": agent.generation,
@@ -349,9 +350,12 @@ class Reconciler:
         timer.daemon = True
         timer.start()
 
-    def _fail(self, key: CellKey, reason: str, **changes: object) -> None:
+    def _fail(self, key: CellKey, reason: str, *, failed_generation: int | None = None) -> None:
         """Mark a cell failed and tell the operator."""
-        self.store.set_status(key, state="failed", reason=reason, **changes)
+        changes: StatusChanges = {"state": "failed", "reason": reason}
+        if failed_generation is not None:
+            changes["failed_generation"] = failed_generation
+        self.store.set_status(key, **changes)
         self.notifier.notify(*key, "failed", reason)
 
     # -- the applier: the one place effects happen --------------------------------------------
@@ -431,29 +435,32 @@ class Reconciler:
         done: str,
         failed: str,
         honoured_anyway: int | None = None,
-        **changes: Any,
+        attempts: tuple[Attempt, ...] | None = None,
     ) -> None:
-        """Stop the agent, rewrite its secret files, start it; then its status (``changes``
-        on success) and one audit record. A start honours every restart requested before
-        it; ``honoured_anyway`` is honoured even when the restart fails."""
+        """Stop the agent, rewrite its secret files, start it; then its status (with
+        ``attempts`` on success) and one audit record. A start honours every restart
+        requested before it; ``honoured_anyway`` is honoured even when the restart fails."""
         try:
             self.driver.restart(key)
         except AgentcellError as e:
             reason = f"{failed}: {e}"
-            kept = {} if honoured_anyway is None else {"restart_honoured": honoured_anyway}
-            self.store.set_status(key, reason=reason, **kept)
+            kept: StatusChanges = {"reason": reason}
+            if honoured_anyway is not None:
+                kept["restart_honoured"] = honoured_anyway
+            self.store.set_status(key, **kept)
             self._audit(*key, "lifecycle", "fail", reason, details)
             return
         self._health.reset(key)
-        self.store.set_status(
-            key,
-            state="running",
-            reason=done,
-            health="starting" if want.agent.spec.health else "none",
-            health_reason="",
-            restart_honoured=want.restart_request,
-            **changes,
-        )
+        changes: StatusChanges = {
+            "state": "running",
+            "reason": done,
+            "health": "starting" if want.agent.spec.health else "none",
+            "health_reason": "",
+            "restart_honoured": want.restart_request,
+        }
+        if attempts is not None:
+            changes["attempts"] = attempts
+        self.store.set_status(key, **changes)
         self._audit(*key, "lifecycle", "allow", done, details)
 
     def _climb(self, key: CellKey, step: str) -> tuple[Attempt, ...]:
@@ -517,11 +524,11 @@ class Reconciler:
         nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
         ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), "")
         self._health.reset(key)
-        changes: dict[str, object] = {}
+        changes: StatusChanges = {}
         if outcome.policy_digest:
             changes["policy_digest"] = outcome.policy_digest
         if action.new_spec:
-            changes.update(attempts=(), rung=0)  # a new spec starts a new ladder
+            changes["attempts"], changes["rung"] = (), 0  # a new spec starts a new ladder
         if (
             recreate
             or action.kind is ActionKind.RESUME
@@ -530,8 +537,7 @@ class Reconciler:
             # The agent started, its secret files written just before: every restart
             # requested before this pass is honoured by that start, not by another.
             changes["restart_honoured"] = want.restart_request
-        self.store.set_status(
-            key,
+        deployed = StatusChanges(
             state="running",
             reason="recreated" if recreate else "deployed",
             container_id=outcome.container_id,
@@ -540,8 +546,9 @@ class Reconciler:
             health="starting" if want.agent.spec.health else "none",
             health_reason="",
             breach="",
-            **changes,
         )
+        deployed.update(changes)
+        self.store.set_status(key, **deployed)
         self._audit(
             *key,
             "lifecycle",
@@ -686,7 +693,7 @@ class Reconciler:
             due = self._health.next_due(key)
             if due <= now:
                 st = self.store.status(key)
-                if st.ip and st.state in _PROBED and self._health.claim(key, now, 0.2):
+                if st.ip and st.state in UP and self._health.claim(key, now, 0.2):
                     quick = st.health in ("starting", "none")
                     self._health.schedule(key, now + (0.05 if quick else health.interval))
                     pool.submit(self._probe_one, key, want, st.ip)
@@ -706,7 +713,7 @@ class Reconciler:
             if due <= now:
                 self._canary_due[key] = now + self.config.canary_seconds
                 st = self.store.status(key)
-                if st.state in _PROBED:
+                if st.state in UP:
                     pool.submit(self._canary_one, key)
             soonest = min(soonest, self._canary_due[key])
         return soonest
@@ -742,13 +749,13 @@ class Reconciler:
         if verdict is None:
             return
         st = self.store.status(key)
-        if st.state not in _PROBED or st.health == verdict:
+        if st.state not in UP or st.health == verdict:
             return
-        changes: dict[str, object] = {"health": verdict, "health_reason": what}
+        changes: StatusChanges = {"health": verdict, "health_reason": what}
         if verdict == "unhealthy":
-            changes.update(state="unhealthy", reason=f"health check failing: {what}")
+            changes["state"], changes["reason"] = "unhealthy", f"health check failing: {what}"
         elif st.state in ("running", "unhealthy"):
-            changes.update(state="healthy", reason="agent healthy")
+            changes["state"], changes["reason"] = "healthy", "agent healthy"
             if st.rung:
                 changes["rung"] = 0  # well again: the ladder starts over
         self.store.set_status(key, **changes)
@@ -797,7 +804,6 @@ SIDECAR_SECONDS = 10.0
 """How often each running sidecar's liveness is probed."""
 SIDECAR_RETRIES = 3
 
-_PROBED = ("running", "healthy", "unhealthy")
 _DEPLOY_MODES = {
     ActionKind.DEPLOY: DeployMode.CONVERGE,
     ActionKind.RESUME: DeployMode.RESUME,

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from agentcell.control._audit import AuditLog, AuditQuery, AuditRecord
 from agentcell.errors import StoreError
-from agentcell.plan import Attempt, CellKey, DesiredCell
+from agentcell.plan import Attempt, CellKey, DesiredCell, check_transition
 from agentcell.policy import StoredToken
 from agentcell.spec import Agent, Tenant
 
@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS status (
     failed_generation INTEGER NOT NULL DEFAULT 0,
     container_id TEXT NOT NULL DEFAULT '',
     ip TEXT NOT NULL DEFAULT '',
-    restarts TEXT NOT NULL DEFAULT '[]',
+    attempts TEXT NOT NULL DEFAULT '[]',
     policy_digest TEXT NOT NULL DEFAULT '',
     version INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, name)
@@ -126,6 +126,25 @@ class CellStatus:
     """The last restart request (``DesiredCell.restart_request``) the reconciler carried out."""
 
 
+class StatusChanges(TypedDict, total=False):
+    """The fields of a ``CellStatus`` that ``Store.set_status`` changes."""
+
+    state: str
+    health: str
+    reason: str
+    since: float
+    observed_generation: int
+    failed_generation: int
+    container_id: str
+    ip: str
+    attempts: tuple[Attempt, ...]
+    policy_digest: str
+    rung: int
+    breach: str
+    health_reason: str
+    restart_honoured: int
+
+
 @dataclass(frozen=True)
 class SecretRow:
     """One stored secret: its value only sealed (see ``control._secrets``)."""
@@ -165,7 +184,14 @@ class Store:
         """The append-only audit trail, on connections of its own (durable group commits)."""
 
     def _migrate(self) -> None:
-        """Add the columns a store made by an older release lacks (data is kept)."""
+        """Add the columns a store made by an older release lacks, and give renamed ones
+        their new names (data is kept)."""
+        renamed = {"status": {"restarts": "attempts"}}  # it always held the attempts
+        for table, names in renamed.items():
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for old, new in names.items():
+                if old in have and new not in have:
+                    self._db.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
         added = {
             "cells": {
                 "policy": "TEXT NOT NULL DEFAULT ''",
@@ -438,7 +464,7 @@ class Store:
 
     _STATUS_COLUMNS = (
         "state, health, reason, since, observed_generation, failed_generation, "
-        "container_id, ip, restarts, policy_digest, version, rung, breach, health_reason, "
+        "container_id, ip, attempts, policy_digest, version, rung, breach, health_reason, "
         "restart_honoured"
     )
 
@@ -460,10 +486,15 @@ class Store:
         )
         return {(r[0], r[1]): _status((r[0], r[1]), r[2:]) for r in rows}
 
-    def set_status(self, key: CellKey, **changes: Any) -> CellStatus:
-        """Update some status fields; bumps ``version`` and wakes waiters when anything changed."""
+    def set_status(self, key: CellKey, **changes: Unpack[StatusChanges]) -> CellStatus:
+        """Update some status fields; bumps ``version`` and wakes waiters when anything changed.
+
+        A change of state must be one ``plan.TRANSITIONS`` allows (InvalidTransition: a bug).
+        """
         with self._lock:
             old = self.status(key)
+            if "state" in changes:
+                changes["state"] = check_transition(old.state, changes["state"])
             if ("state" in changes and changes["state"] != old.state) or (
                 "health" in changes and changes["health"] != old.health
             ):
@@ -476,7 +507,7 @@ class Store:
             with self._tx() as db:
                 db.execute(
                     "INSERT OR REPLACE INTO status(tenant, name, state, health, reason, since, "
-                    "observed_generation, failed_generation, container_id, ip, restarts, "
+                    "observed_generation, failed_generation, container_id, ip, attempts, "
                     "policy_digest, version, rung, breach, health_reason, restart_honoured) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
