@@ -46,7 +46,7 @@ def read_value(data: bytes, *, keep_newline: bool) -> bytes:
     return data
 
 
-def register(app: typer.Typer, fail: Any, out: Any, cell: Any) -> None:
+def register(app: typer.Typer, fail: Any, out: Any, cell: Any) -> None:  # noqa: C901, PLR0915 (one nested command per subcommand)
     """Add ``secret`` (a group) and ``restart`` to the ``agentcell`` command."""
     secret_app = typer.Typer(
         no_args_is_help=True,

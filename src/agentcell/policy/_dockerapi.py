@@ -383,7 +383,7 @@ def _control(text: str) -> bool:
     return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
-def normalise_path(
+def normalise_path(  # noqa: C901, PLR0912 (one precedence chain, written once)
     raw_target: str,
 ) -> tuple[str, str | None, dict[str, list[str]]] | Decision:
     """(path without the version prefix, API version or None, query) of a request-target.

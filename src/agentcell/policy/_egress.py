@@ -291,7 +291,7 @@ def classify(
     return AddressClass.GLOBAL
 
 
-def decide_egress(
+def decide_egress(  # noqa: C901 (the precedence order, written once)
     policy: EgressPolicy,
     host: str,
     port: int,

@@ -580,7 +580,7 @@ def _is_zero(value: Any) -> bool:
     return isinstance(value, str | list | dict) and not value
 
 
-def _walk(value: Any, t: _Type, path: str) -> Any:
+def _walk(value: Any, t: _Type, path: str) -> Any:  # noqa: C901 (one case per JSON value kind)
     if isinstance(t, Schema):
         return _walk_struct(value, t, path)
     if value is None:  # a field's null is dropped by _walk_struct: this one is in a list or map

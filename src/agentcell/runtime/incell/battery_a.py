@@ -210,7 +210,7 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def classify_mount(
+def classify_mount(  # noqa: C901, PLR0912 (a table of mount kinds)
     m: MountEntry,
     *,
     workspace: str | None,
