@@ -9,7 +9,7 @@ what="${1:-all}"
 TYPED_TESTS=(
   tests/memorybackend.py tests/apifake.py tests/runtime/test_backend_contract.py tests/plan
   tests/policy/test_policy_names.py tests/policy/test_policy_sidecar_env.py
-  tests/control/test_store.py tests/control/test_reconciler_restarts.py
+  tests/control/test_store.py tests/control/test_reconciler_restarts.py tests/control/test_records.py
 )
 
 lint() {

@@ -8,7 +8,6 @@ at most one action in flight.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -16,13 +15,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from agentcell.control._applier import apply_deploy
-from agentcell.control._audit import LOGGED
 from agentcell.control._auth import GateTokens
 from agentcell.control._notify import Notifier
+from agentcell.control._records import RecordFollowers
 from agentcell.control._store import AuditRecord, CellStatus, StatusChanges, Store
 from agentcell.errors import AgentcellError, DeployStepError, FirewallError
 from agentcell.plan import (
@@ -43,7 +40,7 @@ from agentcell.plan import (
     plan,
     settled,
 )
-from agentcell.policy import CANARY_HOST, SETUP_REASONS, reserved_name
+from agentcell.policy import SETUP_REASONS, reserved_name
 from agentcell.runtime import Backend, Firewall, probe, probe_sidecar
 
 __all__ = ["Reconciler", "ReconcilerConfig"]
@@ -103,9 +100,7 @@ class Reconciler:
         self._handed_out: set[str] = set()
         self._repairs: dict[CellKey, tuple[int, float]] = {}
         """Cells whose repair deploy failed: (failures in a row, earliest next try)."""
-        self._followers: dict[tuple[str, str, str], str] = {}
-        """(tenant, cell, role) -> the id of the sidecar whose records a thread copies."""
-        self._followers_lock = threading.Lock()
+        self._records = RecordFollowers(store, driver, self._stop, self.wake)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -214,7 +209,7 @@ class Reconciler:
         for action in actions:
             if not self._stale(action.key, seen_at):
                 self._dispatch(action, desired.get(action.key))
-        self._follow_gates({k: v for k, v in observed.items() if k in desired})
+        self._records.follow({k: v for k, v in observed.items() if k in desired})
 
     def _stale(self, key: CellKey, seen_at: float) -> bool:
         """True if an action on ``key`` is in flight or ended after the engine was observed.
@@ -612,62 +607,6 @@ class Reconciler:
             timer.daemon = True
             timer.start()
 
-    # -- egress decision records --------------------------------------------------------------
-
-    def _follow_gates(self, observed: dict[CellKey, ObservedCell]) -> None:
-        """One follower per running sidecar that decides (egress gate, docker proxy), copying
-        its decision records into the audit trail."""
-        for key, cell in observed.items():
-            for role in _RECORDING_ROLES:
-                sidecar = cell.role(role)
-                if sidecar is None or sidecar.state != "running":
-                    continue
-                with self._followers_lock:
-                    if self._followers.get((*key, role)) == sidecar.id:
-                        continue
-                    self._followers[(*key, role)] = sidecar.id
-                threading.Thread(
-                    target=self._follow,
-                    args=(key, role, sidecar.id),
-                    name=f"agentcell-{role}-log",
-                    daemon=True,
-                ).start()
-
-    def _follow(self, key: CellKey, role: str, sidecar_id: str) -> None:
-        kinds = _RECORDING_ROLES[role]
-        # Lines up to the newest one copied before (by an earlier follower) are skipped,
-        # by the engine's write time of each line: a record's own time is when its request
-        # began, so a long request ends (and is logged) after shorter, later ones.
-        mark = self.store.audit_log.last_logged(*key, kinds)
-        parse = _egress_record if role == "egress" else _docker_record
-        try:
-            chunks = self.driver.sidecar_logs(key, role, since=mark // 1_000_000_000)
-            for lines in _line_batches(chunks):
-                batch = []
-                for line in lines:
-                    logged, _, text = line.partition(" ")
-                    written = _log_time_ns(logged)
-                    r = parse(text)
-                    if r is None or written is None or written <= mark:
-                        continue
-                    details = {**r.details, LOGGED: written}
-                    batch.append(
-                        AuditRecord(*key, r.actor, r.kind, r.decision, r.reason, details, r.time)
-                    )
-                if batch:
-                    self.store.audit_many(batch)
-        except AgentcellError as e:
-            log.info("stopped following the %s of %s/%s: %s", role, *key, e)
-        except Exception as e:  # the engine went away mid-stream; the next pass starts again
-            log.warning("lost the %s records of %s/%s: %s", role, *key, e)
-            self._stop.wait(1.0)  # do not spin on an engine that keeps failing
-        finally:
-            with self._followers_lock:
-                if self._followers.get((*key, role)) == sidecar_id:
-                    del self._followers[(*key, role)]
-            if not self._stop.is_set():
-                self.wake()
-
     # -- health probes and the isolation canary ------------------------------------------------
 
     def _probe_loop(self) -> None:
@@ -838,71 +777,6 @@ def _progress(st: CellStatus, stuck: tuple[str, ...]) -> Progress:
         paused=st.state == "paused",
         restart_honoured=st.restart_honoured,
     )
-
-
-def _log_time_ns(stamp: str) -> int | None:
-    """The engine's timestamp of a log line (RFC 3339 with up to 9 fractional digits, as
-    ``docker logs --timestamps`` writes it) in ns since the epoch; None if it is not one."""
-    head, dot, rest = stamp.partition(".")
-    digits, zone = rest[:-1], rest[-1:]
-    if not dot or zone != "Z" or not digits.isdigit() or len(digits) > 9:
-        return None
-    try:
-        seconds = datetime.fromisoformat(head + "+00:00").timestamp()
-    except ValueError:
-        return None
-    return int(seconds) * 1_000_000_000 + int(digits.ljust(9, "0"))
-
-
-def _line_batches(chunks: Iterator[bytes]) -> Iterator[list[str]]:
-    """The complete lines each chunk ends, as one batch per chunk (one commit per batch)."""
-    buf = b""
-    for chunk in chunks:
-        buf += chunk
-        *done, buf = buf.split(b"\n")
-        if done:
-            yield [line.decode(errors="replace") for line in done]
-
-
-def _decision_line(
-    line: str, drop: tuple[str, ...]
-) -> tuple[float, str, str, dict[str, Any]] | None:
-    """A sidecar's JSON decision line: (time, allow|deny, reason, the other fields but
-    ``drop``); None if it is not one."""
-    try:
-        data = json.loads(line)
-        when = datetime.fromisoformat(str(data["time"]).replace("Z", "+00:00")).timestamp()
-        decision = "allow" if data["decision"] == "allow" else "deny"
-        reason = str(data["reason"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    skip = ("time", "decision", "reason", *drop)
-    return when, decision, reason, {k: v for k, v in data.items() if k not in skip}
-
-
-def _egress_record(line: str) -> AuditRecord | None:
-    """A gate's JSON decision line as an audit record (tenant and cell filled in later)."""
-    parsed = _decision_line(line, ())
-    if parsed is None:
-        return None
-    when, decision, reason, details = parsed
-    # The isolation canary's own probe is filed with the canary's checks, not the agent's
-    # traffic (whoever sends it: it stays in the trail either way).
-    kind = "isolation" if details.get("host") == CANARY_HOST else "egress"
-    return AuditRecord("", "", "egress-gate", kind, decision, reason, details, when)
-
-
-def _docker_record(line: str) -> AuditRecord | None:
-    """A docker proxy's JSON decision line as an audit record of kind ``docker``."""
-    parsed = _decision_line(line, ("tenant", "cell"))
-    if parsed is None:
-        return None
-    when, decision, reason, details = parsed
-    return AuditRecord("", "", "docker-proxy", "docker", decision, reason, details, when)
-
-
-_RECORDING_ROLES = {"egress": ("egress", "isolation"), "dockerproxy": ("docker",)}
-"""Sidecars whose stdout carries decision records, and the audit kinds those records get."""
 
 
 class _HealthTracker:

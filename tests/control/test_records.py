@@ -6,14 +6,14 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from agentcell.control import Reconciler, Store
-from agentcell.control._reconciler import _docker_record, _egress_record, _log_time_ns
+from agentcell.control import Store
+from agentcell.control._records import RecordFollowers, docker_record, egress_record, log_time_ns
 from agentcell.plan import CellKey
 from agentcell.policy import CANARY_HOST
+from memorybackend import MemoryBackend
 
 
 def line(**fields: object) -> str:
@@ -28,8 +28,8 @@ def line(**fields: object) -> str:
     return json.dumps({**base, **fields})
 
 
-def test_a_decision_line_is_an_egress_record() -> None:
-    record = _egress_record(line(decision="allow", reason="allowed by rule", host="a.test"))
+def test_a_decision_line_is_anegress_record() -> None:
+    record = egress_record(line(decision="allow", reason="allowed by rule", host="a.test"))
     assert record is not None
     assert (record.kind, record.decision, record.reason) == ("egress", "allow", "allowed by rule")
     assert record.details == {"host": "a.test", "port": 443, "method": "CONNECT"}
@@ -37,7 +37,7 @@ def test_a_decision_line_is_an_egress_record() -> None:
 
 
 def test_the_canarys_probe_is_an_isolation_record() -> None:
-    record = _egress_record(line(host=CANARY_HOST))
+    record = egress_record(line(host=CANARY_HOST))
     assert record is not None and (record.kind, record.decision) == ("isolation", "deny")
 
 
@@ -46,7 +46,7 @@ def test_the_canarys_probe_is_an_isolation_record() -> None:
     ["", "not json", "[]", json.dumps({"decision": "deny"}), line(time="yesterday")],
 )
 def test_anything_else_is_skipped(text: str) -> None:
-    assert _egress_record(text) is None
+    assert egress_record(text) is None
 
 
 # --- the docker proxy's lines, and the followers that copy lines into the trail ---------------
@@ -69,8 +69,8 @@ def docker_line(**fields: object) -> str:
     return json.dumps({**base, **fields})
 
 
-def test_a_docker_proxy_line_is_a_docker_record() -> None:
-    record = _docker_record(docker_line())
+def test_a_docker_proxy_line_is_adocker_record() -> None:
+    record = docker_record(docker_line())
     assert record is not None
     assert (record.kind, record.actor, record.decision, record.reason) == (
         "docker",
@@ -80,11 +80,14 @@ def test_a_docker_proxy_line_is_a_docker_record() -> None:
     )
     assert record.details["path"] == "/v1.41/containers/create"
     assert "tenant" not in record.details and "time" not in record.details
-    assert _docker_record("not json") is None
+    assert docker_record("not json") is None
 
 
-class FakeDriver:
+class FakeDriver(MemoryBackend):
+    """A backend whose sidecar streams ``chunks``."""
+
     def __init__(self, chunks: list[bytes]) -> None:
+        super().__init__()
         self.chunks = chunks
         self.asked: list[tuple[CellKey, str, int]] = []
 
@@ -95,16 +98,9 @@ class FakeDriver:
 
 def follow(store: Store, role: str, chunks: list[bytes]) -> FakeDriver:
     driver = FakeDriver(chunks)
-    fake = SimpleNamespace(
-        store=store,
-        driver=driver,
-        _followers={},
-        _followers_lock=threading.Lock(),
-        _stop=threading.Event(),
-        wake=lambda: None,
-    )
-    fake._stop.set()
-    Reconciler._follow(fake, ("acme", "a"), role, "c1")  # type: ignore[arg-type]
+    stop = threading.Event()
+    stop.set()
+    RecordFollowers(store, driver, stop, lambda: None).copy(("acme", "a"), role, "c1")
     return driver
 
 
@@ -178,8 +174,8 @@ def test_a_long_request_logged_after_shorter_later_ones_is_kept(tmp_path: Path) 
         "empty",
     ],
 )
-def test_log_time_ns(stamp: str, ns: int | None) -> None:
-    assert _log_time_ns(stamp) == ns
+def testlog_time_ns(stamp: str, ns: int | None) -> None:
+    assert log_time_ns(stamp) == ns
 
 
 def test_gate_lines_land_as_egress_records(tmp_path: Path) -> None:
