@@ -20,7 +20,7 @@ from agentcell.control._applier import apply_deploy
 from agentcell.control._auth import GateTokens
 from agentcell.control._notify import Notifier
 from agentcell.control._records import RecordFollowers
-from agentcell.control._store import AuditRecord, CellStatus, StatusChanges, Store
+from agentcell.control._store import AuditRecord, CellStatus, Store
 from agentcell.errors import AgentcellError, DeployStepError, FirewallError
 from agentcell.plan import (
     UP,
@@ -33,12 +33,13 @@ from agentcell.plan import (
     ObservedCell,
     ObservedContainer,
     Progress,
+    StatusChanges,
     allocate_subnet,
     backoff,
     health_verdict,
+    observed_status,
     parse_pool,
     plan,
-    settled,
 )
 from agentcell.policy import SETUP_REASONS, reserved_name
 from agentcell.runtime import Backend, Firewall, probe, probe_sidecar
@@ -239,52 +240,22 @@ class Reconciler:
                 self._forget(key)
             return
         st = self.store.status(key)
-        agent = have.agent if have else None
-        running = agent is not None and agent.state == "running"
-        if st.failed_generation == want.generation:
-            # A failed replacement leaves the previous generation running: say both.
-            # (One that failed its own generation, e.g. by giving up, stays failed.)
-            old_runs = agent is not None and running and agent.generation < want.generation
-            if agent is not None and old_runs and st.state != "running":
-                self.store.set_status(key, state="running", observed_generation=agent.generation)
-            elif not old_runs and st.state != "failed":
-                self.store.set_status(key, state="failed")
-            return
-        if want.paused:
-            if st.state != "paused":
-                self.store.set_status(key, state="paused", reason="paused: recovery suspended")
-            return
-        if not running or agent is None:
-            return
-        has_health = want.agent.spec.health is not None
-        changes: StatusChanges = {
-            "container_id": agent.id,
-            "ip": agent.ip,
-            "observed_generation": agent.generation,
-        }
-        state = _state(has_health, st.health)
-        if st.state != state:
-            changes["state"] = state
-            if state != "unhealthy":
-                changes["reason"] = "agent healthy" if state == "healthy" else "agent running"
-            # Found so without an action of ours: adopted after a restart, or back by itself.
-            self._audit(
-                *key,
-                "lifecycle",
-                "allow",
-                f"observed {state}: {changes.get('reason', st.reason)}",
-                {"from": st.state, "to": state, "container": agent.id[:12]},
-            )
-        if settled(
-            st.rung,
-            st.attempts,
-            has_health=has_health,
+        seen = observed_status(
+            want,
+            have,
+            state=st.state,
             health=st.health,
-            running=running,
+            reason=st.reason,
+            failed_generation=st.failed_generation,
+            rung=st.rung,
+            attempts=st.attempts,
             now=time.time(),
-        ):
-            changes["rung"] = 0
-        self.store.set_status(key, **changes)
+        )
+        if seen.record is not None:
+            what, details = seen.record
+            self._audit(*key, "lifecycle", "allow", what, dict(details))
+        if seen.changes:
+            self.store.set_status(key, **seen.changes)
 
     def _dispatch(self, action: Action, want: DesiredCell | None) -> None:
         if action.kind is ActionKind.REPORT_ORPHAN:
@@ -755,13 +726,6 @@ _SETTLE_WAKES = (0.1, 0.5, 2.0)
 """Seconds after a death event at which the loop looks again (see ``_wake_again``)."""
 
 _QUIET_EVENTS = frozenset({"exec_create", "exec_start", "exec_die", "exec_detach", "top"})
-
-
-def _state(has_health: bool, health: str) -> str:
-    """The state of a cell whose agent runs: running, healthy or unhealthy."""
-    if has_health and health in ("healthy", "unhealthy"):
-        return health
-    return "running"
 
 
 def _progress(st: CellStatus, stuck: tuple[str, ...]) -> Progress:

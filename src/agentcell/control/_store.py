@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
 
 from agentcell.control._audit import AuditLog, AuditQuery, AuditRecord
 from agentcell.errors import StoreError
-from agentcell.plan import Attempt, CellKey, DesiredCell, check_transition
+from agentcell.plan import Attempt, CellKey, DesiredCell, StatusChanges, check_transition
 from agentcell.policy import StoredToken
 from agentcell.spec import Agent, Tenant
 
@@ -124,25 +124,6 @@ class CellStatus:
     """What the last health probe saw."""
     restart_honoured: int = 0
     """The last restart request (``DesiredCell.restart_request``) the reconciler carried out."""
-
-
-class StatusChanges(TypedDict, total=False):
-    """The fields of a ``CellStatus`` that ``Store.set_status`` changes."""
-
-    state: str
-    health: str
-    reason: str
-    since: float
-    observed_generation: int
-    failed_generation: int
-    container_id: str
-    ip: str
-    attempts: tuple[Attempt, ...]
-    policy_digest: str
-    rung: int
-    breach: str
-    health_reason: str
-    restart_honoured: int
 
 
 @dataclass(frozen=True)

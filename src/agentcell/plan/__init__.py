@@ -43,6 +43,7 @@ from agentcell.plan._states import (
     check_transition,
     readiness,
 )
+from agentcell.plan._status import Observed, StatusChanges, observed_status
 from agentcell.plan._subnets import allocate_subnet, parse_pool
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "EngineObject",
     "InvalidTransition",
     "ObjectKind",
+    "Observed",
     "ObservedCell",
     "ObservedContainer",
     "Orphan",
@@ -68,6 +70,7 @@ __all__ = [
     "Readiness",
     "Recovery",
     "Role",
+    "StatusChanges",
     "Step",
     "StepKind",
     "Trouble",
@@ -81,6 +84,7 @@ __all__ = [
     "footprint",
     "health_verdict",
     "matching_agent",
+    "observed_status",
     "parse_pool",
     "plan",
     "readiness",
