@@ -8,6 +8,7 @@ at most one action in flight.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -77,7 +78,11 @@ class Reconciler:
         self.driver = driver
         self.firewall = firewall
         self.config = config
-        self._wake = threading.Event()
+        self._wake = threading.Condition()
+        self._woken = False
+        self._wakeups: list[float] = []
+        """Monotonic times at which the loop runs a pass (backoffs, settling): one heap the
+        loop sleeps against, instead of a timer thread per wish."""
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(
             max_workers=config.workers, thread_name_prefix="agentcell-apply"
@@ -117,12 +122,39 @@ class Reconciler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        self.wake()
         self._probe_wake.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def wake(self) -> None:
-        self._wake.set()
+        """Run a pass now (or as soon as the one running ends)."""
+        with self._wake:
+            self._woken = True
+            self._wake.notify()
+
+    def wake_at(self, when: float) -> None:
+        """Run a pass at ``when`` (``time.monotonic()``), unless one runs before for another
+        reason and, at that time, another."""
+        with self._wake:
+            heapq.heappush(self._wakeups, when)
+            self._wake.notify()
+
+    def _sleep(self) -> None:
+        """Until woken, a wake-up time comes, or the resync interval passes."""
+        deadline = time.monotonic() + self.config.resync_seconds
+        with self._wake:
+            while not self._woken and not self._stop.is_set():
+                now = time.monotonic()
+                if self._wakeups and self._wakeups[0] <= now:
+                    break
+                if now >= deadline:
+                    break
+                until = min(deadline, self._wakeups[0]) if self._wakeups else deadline
+                self._wake.wait(until - now)
+            now = time.monotonic()
+            while self._wakeups and self._wakeups[0] <= now:
+                heapq.heappop(self._wakeups)
+            self._woken = False
 
     @contextmanager
     def hold(self, key: CellKey) -> Iterator[bool]:
@@ -172,8 +204,7 @@ class Reconciler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.config.resync_seconds)
-            self._wake.clear()
+            self._sleep()
             if self._stop.is_set():
                 return
             try:
@@ -274,9 +305,7 @@ class Reconciler:
         if action.kind is ActionKind.DEPLOY and action.key in self._repairs:
             not_before = self._repairs[action.key][1]
             if time.monotonic() < not_before:
-                timer = threading.Timer(not_before - time.monotonic() + 0.01, self.wake)
-                timer.daemon = True
-                timer.start()
+                self.wake_at(not_before + 0.01)
                 return
         with self._busy_lock:
             if action.key in self._busy:
@@ -312,9 +341,7 @@ class Reconciler:
         st = self.store.status(action.key)
         if st.state != "recovering" or not st.reason.endswith("(backoff)"):
             self.store.set_status(action.key, state="recovering", reason=action.reason)
-        timer = threading.Timer(max(0.0, at - time.time()) + 0.01, self.wake)
-        timer.daemon = True
-        timer.start()
+        self.wake_at(time.monotonic() + max(0.0, at - time.time()) + 0.01)
 
     def _fail(self, key: CellKey, reason: str, *, failed_generation: int | None = None) -> None:
         """Mark a cell failed and tell the operator."""
@@ -573,10 +600,9 @@ class Reconciler:
     def _wake_again(self) -> None:
         """Wake the loop again shortly: the engine sends ``die`` before its container list
         says the container stopped, and the events after it may all come too early."""
+        now = time.monotonic()
         for delay in _SETTLE_WAKES:
-            timer = threading.Timer(delay, self.wake)
-            timer.daemon = True
-            timer.start()
+            self.wake_at(now + delay)
 
     # -- health probes and the isolation canary ------------------------------------------------
 
