@@ -3,7 +3,8 @@
 It wakes on API writes, on engine events and on a slow resync; observes the engine by
 labels; asks the planner for actions; executes each through one applier, which records
 one audit record per action. Actions on different cells run in parallel; one cell has
-at most one action in flight.
+at most one action in flight. Deploys go through ``_applier``; the periodic checks are
+``_prober``'s, copying sidecar records ``_records``'s.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,11 +21,11 @@ from dataclasses import dataclass
 from agentcell.control._applier import apply_deploy
 from agentcell.control._auth import GateTokens
 from agentcell.control._notify import Notifier
+from agentcell.control._prober import Prober
 from agentcell.control._records import RecordFollowers
 from agentcell.control._store import AuditRecord, CellStatus, Store
 from agentcell.errors import AgentcellError, DeployStepError, FirewallError
 from agentcell.plan import (
-    UP,
     Action,
     ActionKind,
     Attempt,
@@ -32,18 +33,16 @@ from agentcell.plan import (
     DeployMode,
     DesiredCell,
     ObservedCell,
-    ObservedContainer,
     Progress,
     StatusChanges,
     allocate_subnet,
     backoff,
-    health_verdict,
     observed_status,
     parse_pool,
     plan,
 )
-from agentcell.policy import SETUP_REASONS, reserved_name
-from agentcell.runtime import Backend, Firewall, probe, probe_sidecar
+from agentcell.policy import reserved_name
+from agentcell.runtime import Backend, Firewall
 
 __all__ = ["Reconciler", "ReconcilerConfig"]
 
@@ -92,21 +91,20 @@ class Reconciler:
         self._busy_lock = threading.Lock()
         self._orphans_reported: set[CellKey] = set()
         self._firewall_error: str | None = None
-        self._health = _HealthTracker()
-        self._probe_wake = threading.Event()
-        self._health.wake = self._probe_wake.set
-        self._canary_due: dict[CellKey, float] = {}
-        self._sidecar_lock = threading.Lock()
-        self._sidecars: dict[CellKey, tuple[ObservedContainer, ...]] = {}
-        self._sidecar_due: dict[CellKey, float] = {}
-        self._sidecar_fails: dict[str, int] = {}
-        self._stuck: dict[CellKey, tuple[str, ...]] = {}
         self._threads: list[threading.Thread] = []
         self._subnet_lock = threading.Lock()
         self._handed_out: set[str] = set()
         self._repairs: dict[CellKey, tuple[int, float]] = {}
         """Cells whose repair deploy failed: (failures in a row, earliest next try)."""
         self._records = RecordFollowers(store, driver, self._stop, self.wake)
+        self.prober = Prober(
+            store,
+            driver,
+            pool=config.subnet_pool,
+            canary_seconds=config.canary_seconds,
+            stop=self._stop,
+            wake_loop=self.wake,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -114,7 +112,7 @@ class Reconciler:
         for target, name in (
             (self._loop, "loop"),
             (self._watch_events, "events"),
-            (self._probe_loop, "prober"),
+            (self.prober.run, "prober"),
         ):
             t = threading.Thread(target=target, name=f"agentcell-{name}", daemon=True)
             t.start()
@@ -123,7 +121,7 @@ class Reconciler:
     def stop(self) -> None:
         self._stop.set()
         self.wake()
-        self._probe_wake.set()
+        self.prober.wake()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def wake(self) -> None:
@@ -218,21 +216,10 @@ class Reconciler:
         observed = self.driver.observe()
         desired = self.store.desired()
         progress = {
-            key: _progress(self.store.status(key), self._stuck.get(key, ())) for key in desired
+            key: _progress(self.store.status(key), self.prober.stuck.get(key, ()))
+            for key in desired
         }
-        with self._sidecar_lock:
-            self._sidecars = {
-                key: tuple(
-                    c
-                    for c in cell.containers
-                    if c.role in ("egress", "dockerproxy") and c.state == "running"
-                )
-                for key, cell in observed.items()
-                if key in desired
-            }
-            alive = {c.id for cs in self._sidecars.values() for c in cs}
-            for cid in set(self._sidecar_fails) - alive:
-                del self._sidecar_fails[cid]
+        self.prober.saw({k: v for k, v in observed.items() if k in desired})
         actions = plan(desired, observed, progress, now=time.time())
         acted = {a.key for a in actions if a.kind is not ActionKind.WAIT}
         for key, want in desired.items():
@@ -329,9 +316,8 @@ class Reconciler:
 
     def _forget(self, key: CellKey) -> None:
         """Drop what the loop and the prober keep of a cell that is gone."""
-        self._health.forget(key)
-        for memory in (self._canary_due, self._sidecar_due, self._stuck, self._repairs):
-            memory.pop(key, None)
+        self.prober.forget(key)
+        self._repairs.pop(key, None)
         with self._busy_lock:
             self._finished.pop(key, None)
 
@@ -390,12 +376,13 @@ class Reconciler:
         elif kind is ActionKind.REPLACE_SIDECAR:
             role = action.extra["role"]
             removed = self.driver.remove_role(key, role)
-            self._stuck[key] = tuple(r for r in self._stuck.get(key, ()) if r != role)
+            stuck = self.prober.stuck
+            stuck[key] = tuple(r for r in stuck.get(key, ()) if r != role)
             self.store.set_status(key, reason=f"{action.reason}: replacing it")
             self._audit(*key, "lifecycle", "allow", action.reason, {**details, "removed": removed})
         elif kind is ActionKind.PAUSE:
             stopped = self.driver.pause(key)
-            self._health.forget(key)
+            self.prober.health.forget(key)
             self.store.set_status(
                 key,
                 state="paused",
@@ -443,7 +430,7 @@ class Reconciler:
             self.store.set_status(key, **kept)
             self._audit(*key, "lifecycle", "fail", reason, details)
             return
-        self._health.reset(key)
+        self.prober.health.reset(key)
         changes: StatusChanges = {
             "state": "running",
             "reason": done,
@@ -485,7 +472,7 @@ class Reconciler:
             self.store.set_status(key, reason=f"{action.reason}: {name}")
 
         def ready(ip: str) -> tuple[bool, str]:
-            return self._check_health(key, want, ip)
+            return self.prober.check_health(key, want, ip)
 
         try:
             outcome = apply_deploy(
@@ -516,7 +503,7 @@ class Reconciler:
         attrs = self.driver.inspect_agent(key) or {}
         nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
         ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), "")
-        self._health.reset(key)
+        self.prober.health.reset(key)
         changes: StatusChanges = {}
         if outcome.policy_digest:
             changes["policy_digest"] = outcome.policy_digest
@@ -604,141 +591,6 @@ class Reconciler:
         for delay in _SETTLE_WAKES:
             self.wake_at(now + delay)
 
-    # -- health probes and the isolation canary ------------------------------------------------
-
-    def _probe_loop(self) -> None:
-        """Runs each cell's health probe and canary when due; sleeps until the next one is."""
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentcell-probe") as pool:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                soonest = now + 1.0
-                for key, want in self.store.desired().items():
-                    if want.deleted or want.paused:
-                        continue
-                    soonest = min(soonest, self._schedule(pool, key, want, now))
-                self._probe_wake.wait(max(0.01, soonest - time.monotonic()))
-                self._probe_wake.clear()
-
-    def _schedule(
-        self, pool: ThreadPoolExecutor, key: CellKey, want: DesiredCell, now: float
-    ) -> float:
-        """Submit the cell's due checks; returns when its next check is due."""
-        health = want.agent.spec.health
-        soonest = now + 1.0
-        if health is not None:
-            due = self._health.next_due(key)
-            if due <= now:
-                st = self.store.status(key)
-                if st.ip and st.state in UP and self._health.claim(key, now, 0.2):
-                    quick = st.health in ("starting", "none")
-                    self._health.schedule(key, now + (0.05 if quick else health.interval))
-                    pool.submit(self._probe_one, key, want, st.ip)
-                else:  # not up (deploying, recovering, failed): look again soon
-                    self._health.schedule(key, now + 0.5)
-            soonest = min(soonest, self._health.next_due(key))
-        with self._sidecar_lock:
-            sidecars = self._sidecars.get(key, ())
-        if sidecars:
-            due = self._sidecar_due.setdefault(key, now + SIDECAR_SECONDS)
-            if due <= now:
-                self._sidecar_due[key] = now + SIDECAR_SECONDS
-                pool.submit(self._sidecars_one, key, sidecars)
-            soonest = min(soonest, self._sidecar_due[key])
-        if self.config.canary_seconds > 0:
-            due = self._canary_due.setdefault(key, now + self.config.canary_seconds)
-            if due <= now:
-                self._canary_due[key] = now + self.config.canary_seconds
-                st = self.store.status(key)
-                if st.state in UP:
-                    pool.submit(self._canary_one, key)
-            soonest = min(soonest, self._canary_due[key])
-        return soonest
-
-    def _check_health(self, key: CellKey, want: DesiredCell, ip: str) -> tuple[bool, str]:
-        """One probe of the cell's health check: (passed, what happened)."""
-        health = want.agent.spec.health
-        assert health is not None
-        if health.exec is not None:
-            try:
-                exec_id, chunks = self.driver.exec(
-                    key, health.exec.command, user=want.agent.spec.user
-                )
-                for _ in chunks:
-                    pass
-                code = self.driver.exec_exit_code(exec_id)
-                ok, what = code == 0, f"exec: exit code {code}"
-            except AgentcellError as e:
-                ok, what = False, f"exec: {e}"
-        else:
-            ok, what = probe(health, ip)
-        return ok, what
-
-    def _probe_one(self, key: CellKey, want: DesiredCell, ip: str) -> None:
-        health = want.agent.spec.health
-        assert health is not None
-        try:
-            ok, what = self._check_health(key, want, ip)
-        finally:
-            self._health.release(key)
-        grace = health.start_period + health.interval * health.retries
-        verdict = self._health.record(key, ok, time.monotonic(), health.retries, grace)
-        if verdict is None:
-            return
-        st = self.store.status(key)
-        if st.state not in UP or st.health == verdict:
-            return
-        changes: StatusChanges = {"health": verdict, "health_reason": what}
-        if verdict == "unhealthy":
-            changes["state"], changes["reason"] = "unhealthy", f"health check failing: {what}"
-        elif st.state in ("running", "unhealthy"):
-            changes["state"], changes["reason"] = "healthy", "agent healthy"
-            if st.rung:
-                changes["rung"] = 0  # well again: the ladder starts over
-        self.store.set_status(key, **changes)
-        self._audit(*key, "health", "allow" if verdict == "healthy" else "deny", what)
-        if verdict == "unhealthy":
-            self.wake()  # the ladder acts on it
-
-    def _sidecars_one(self, key: CellKey, sidecars: tuple[ObservedContainer, ...]) -> None:
-        """Liveness of the cell's running sidecars; one that stops answering gets replaced."""
-        for c in sidecars:
-            ok, what = probe_sidecar(key[0], c)
-            verdict, fails = health_verdict(
-                ok, self._sidecar_fails.get(c.id, 0), SIDECAR_RETRIES, starting=False
-            )
-            self._sidecar_fails[c.id] = fails
-            if verdict == "unhealthy" and c.role not in self._stuck.get(key, ()):
-                self._stuck[key] = (*self._stuck.get(key, ()), c.role)
-                self._audit(*key, "sidecar", "deny", what, {"container": c.name})
-                self.wake()
-
-    def _canary_one(self, key: CellKey) -> None:
-        """Run the isolation canary; a breach puts the cell on the ladder (recreate)."""
-        try:
-            decisions = self.driver.canary(key, pool=self.config.subnet_pool)
-        except AgentcellError as e:
-            log.info("canary of %s/%s not run: %s", *key, e)
-            return
-        bad = [d.reason for d in decisions if not d.allow]
-        if bad and all(r in SETUP_REASONS for r in bad):
-            # It could not look (the agent is being replaced): no verdict; the next run will.
-            log.info("canary of %s/%s could not look: %s", *key, "; ".join(bad))
-            return
-        st = self.store.status(key)
-        if bad:
-            breach = "; ".join(bad)
-            if st.breach != breach:
-                self.store.set_status(key, breach=breach, reason=f"isolation breach: {breach}")
-                self._audit(*key, "isolation", "deny", breach, {"checks": len(decisions)})
-                self.wake()
-        elif st.breach:
-            self.store.set_status(key, breach="")
-            self._audit(*key, "isolation", "allow", "canary passes again")
-
-
-SIDECAR_SECONDS = 10.0
-"""How often each running sidecar's liveness is probed."""
-SIDECAR_RETRIES = 3
 
 _DEPLOY_MODES = {
     ActionKind.DEPLOY: DeployMode.CONVERGE,
@@ -767,58 +619,3 @@ def _progress(st: CellStatus, stuck: tuple[str, ...]) -> Progress:
         paused=st.state == "paused",
         restart_honoured=st.restart_honoured,
     )
-
-
-class _HealthTracker:
-    """Per-cell probe bookkeeping: when the next probe is due, and the failure streak."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next: dict[CellKey, float] = {}
-        self._fails: dict[CellKey, int] = {}
-        self._started: dict[CellKey, float] = {}
-        self._inflight: set[CellKey] = set()
-        self.wake: Callable[[], None] = lambda: None
-
-    def reset(self, key: CellKey) -> None:
-        """The agent (re)started: probe at once, forget the streak, start the grace period."""
-        with self._lock:
-            self._next.pop(key, None)
-            self._fails.pop(key, None)
-            self._started[key] = time.monotonic()
-        self.wake()
-
-    def forget(self, key: CellKey) -> None:
-        with self._lock:
-            self._next.pop(key, None)
-            self._fails.pop(key, None)
-            self._started.pop(key, None)
-
-    def next_due(self, key: CellKey) -> float:
-        with self._lock:
-            return self._next.get(key, 0.0)
-
-    def schedule(self, key: CellKey, when: float) -> None:
-        with self._lock:
-            self._next[key] = when
-
-    def claim(self, key: CellKey, now: float, _: float) -> bool:
-        """True if no probe of ``key`` is in flight (and marks one in flight)."""
-        with self._lock:
-            if key in self._inflight:
-                return False
-            self._inflight.add(key)
-            self._started.setdefault(key, now)
-            return True
-
-    def release(self, key: CellKey) -> None:
-        with self._lock:
-            self._inflight.discard(key)
-
-    def record(self, key: CellKey, ok: bool, now: float, retries: int, grace: float) -> str | None:
-        with self._lock:
-            starting = now - self._started.get(key, now) < grace
-            verdict, self._fails[key] = health_verdict(
-                ok, self._fails.get(key, 0), retries, starting=starting
-            )
-            return verdict
