@@ -95,7 +95,7 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cell, Cell
                 ignore_removed=True,
             )[0]
             status = srv.cli("status", f"{tenant}/{cell}", check=True).stdout
-            assert "its own containers through agentcell-" in status
+            assert f"its own containers through agentcell.{tenant}.{cell}.dockerproxy" in status
             assert "at most 2 containers" in status
             proxy = client.containers.list(
                 filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=dockerproxy"]},
