@@ -11,8 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
-from agentcell.control._store import AuditRecord, Store
+from agentcell.control._store import Store
 from agentcell.errors import AgentcellError
 from agentcell.plan import (
     UP,
@@ -29,6 +30,21 @@ from agentcell.runtime import Backend, probe, probe_sidecar
 __all__ = ["SIDECAR_RETRIES", "SIDECAR_SECONDS", "Prober"]
 
 log = logging.getLogger("agentcell.prober")
+
+
+class Audit(Protocol):
+    """Writes one audit record of the reconciler's (the reconciler's ``_audit``)."""
+
+    def __call__(
+        self,
+        tenant: str,
+        cell: str,
+        kind: str,
+        decision: str,
+        reason: str,
+        details: dict[str, object] | None = None,
+    ) -> None: ...
+
 
 SIDECAR_SECONDS = 10.0
 """How often each running sidecar's liveness is probed."""
@@ -48,10 +64,11 @@ class Prober:
         canary_seconds: float,
         stop: threading.Event,
         wake_loop: Callable[[], None],
+        audit: Audit,
     ) -> None:
         self.store, self.backend, self.pool = store, backend, pool
         self.canary_seconds = canary_seconds
-        self._stop, self.wake_loop = stop, wake_loop
+        self._stop, self.wake_loop, self._audit = stop, wake_loop, audit
         self.health = _HealthTracker()
         self._wake_probes = threading.Event()
         self.health.wake = self._wake_probes.set
@@ -86,19 +103,6 @@ class Prober:
         self.health.forget(key)
         for memory in (self._canary_due, self._sidecar_due, self.stuck):
             memory.pop(key, None)
-
-    def _audit(
-        self,
-        tenant: str,
-        cell: str,
-        kind: str,
-        decision: str,
-        reason: str,
-        details: dict[str, object] | None = None,
-    ) -> None:
-        self.store.audit(
-            AuditRecord(tenant, cell, "reconciler", kind, decision, reason, dict(details or {}))
-        )
 
     def run(self) -> None:
         """Runs each cell's health probe and canary when due; sleeps until the next one is."""

@@ -104,6 +104,7 @@ class Reconciler:
             canary_seconds=config.canary_seconds,
             stop=self._stop,
             wake_loop=self.wake,
+            audit=self._audit,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import signal
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 from agentcell.gate._records import log
 from agentcell.policy._egress import IPAddress
 
-__all__ = ["Acceptor", "Handler", "listen", "where"]
+__all__ = ["STOP_GRACE", "Acceptor", "Handler", "drain", "listen", "stop_on_signals", "where"]
 
 Handler = Callable[[socket.socket], Coroutine[Any, Any, None]]
+STOP_GRACE = 5.0
+"""Seconds the open connections get to finish at stop."""
 
 
 def listen(address: IPAddress, port: int) -> socket.socket:
@@ -70,3 +73,22 @@ class Acceptor:
         if self.sock.fileno() >= 0:
             self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def drain(tasks: set[asyncio.Task[None]], grace: float = STOP_GRACE) -> None:
+    """Let the connections' tasks finish for ``grace`` seconds, then cancel the rest."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 
 from agentcell.gate._listen import SidecarConfigError
@@ -22,25 +21,20 @@ from agentcell.gate.dockerproxy._config import DockerProxyConfig
 
 __all__ = ["main", "serve"]
 
-_STOP_GRACE = 5.0
-
 
 async def serve(config: DockerProxyConfig) -> int:
     """Run the proxy until SIGTERM/SIGINT; 0 on a clean stop, 2 if it cannot start."""
-    from agentcell.gate._acceptor import Acceptor, listen, where
+    from agentcell.gate._acceptor import Acceptor, drain, listen, stop_on_signals, where
     from agentcell.gate.dockerproxy._proxy import DockerProxy
     from agentcell.gate.dockerproxy._records import DockerRecordWriter
 
-    loop = asyncio.get_running_loop()
     try:
         sock = listen(*config.listen)
     except OSError as e:
         log(f"cannot start: docker proxy port {config.listen}: {e}")
         return 2
     proxy = DockerProxy(config, DockerRecordWriter(config.tenant, config.cell))
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     tasks: set[asyncio.Task[None]] = set()
     acceptor = Acceptor(sock, proxy.handle, "dockerproxy", tasks)
     log(
@@ -50,11 +44,7 @@ async def serve(config: DockerProxyConfig) -> int:
     await stop.wait()
     log("docker proxy stopping")
     acceptor.close()
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=_STOP_GRACE)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+    await drain(tasks)
     proxy.close()
     return 0
 

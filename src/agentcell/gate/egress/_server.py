@@ -7,9 +7,8 @@ readiness callbacks (``_relay``). Only name lookups run in threads (``_state``).
 from __future__ import annotations
 
 import asyncio
-import signal
 
-from agentcell.gate._acceptor import Acceptor, listen, where
+from agentcell.gate._acceptor import Acceptor, drain, listen, stop_on_signals, where
 from agentcell.gate._records import RecordWriter, log
 from agentcell.gate.egress._config import GateConfig
 from agentcell.gate.egress._control import Control
@@ -18,12 +17,9 @@ from agentcell.gate.egress._state import GateState
 
 __all__ = ["serve"]
 
-_STOP_GRACE = 5.0  # seconds the open connections get to finish at stop
-
 
 async def serve(config: GateConfig) -> int:
     """Run the gate until SIGTERM/SIGINT; 0 on a clean stop, 2 if it cannot start."""
-    loop = asyncio.get_running_loop()
     try:
         proxy_sock = listen(*config.proxy_listen)
     except OSError as e:
@@ -38,9 +34,7 @@ async def serve(config: GateConfig) -> int:
     state = GateState(config.own_networks, cells=config.cell_networks)
     proxy = Proxy(state, RecordWriter(config.tenant, config.cell), config.tls_ports)
     control = Control(state, config.token)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     tasks: set[asyncio.Task[None]] = set()
     acceptors = [
         Acceptor(proxy_sock, proxy.handle, "proxy", tasks),
@@ -57,10 +51,6 @@ async def serve(config: GateConfig) -> int:
     for acceptor in acceptors:
         acceptor.close()
     state.close_all("gate stopping")  # tunnels end, their records are written
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=_STOP_GRACE)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+    await drain(tasks)
     proxy.close()
     return 0
