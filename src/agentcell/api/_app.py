@@ -19,6 +19,23 @@ from pydantic import BaseModel, Field, TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentcell import __version__
+from agentcell.api._models import (
+    Applied,
+    AuditEntry,
+    CellDetail,
+    CellStatusView,
+    CellSummary,
+    Check,
+    GcAnswer,
+    Healthz,
+    IssuedToken,
+    Paused,
+    Removing,
+    Revoked,
+    TokenInfo,
+    Verified,
+    Whoami,
+)
 from agentcell.control import (
     TIME_FORMS,
     AuditLog,
@@ -26,11 +43,11 @@ from agentcell.control import (
     AuditRecord,
     ControlPlane,
     GcResult,
-    IssuedToken,
     csv_header,
     csv_rows,
     parse_time,
 )
+from agentcell.control import IssuedToken as Issued
 from agentcell.errors import (
     AgentcellError,
     ConflictError,
@@ -82,6 +99,13 @@ _WHY = {
 }
 
 
+_RECORDS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": list[AuditEntry],
+        "description": "Audit records, oldest first; with follow, NDJSON (or CSV) as they come.",
+    }
+}
+
 _YAML: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "YAML documents (a Tenant, then its Agents) after a comment header.",
@@ -122,15 +146,14 @@ class TokenRequest(BaseModel):
     expires_in: float | None = _LIFETIME
 
 
-def _issued(issued: IssuedToken, **extra: str) -> dict[str, Any]:
+def _issued(issued: Issued, replaces: str | None = None) -> IssuedToken:
     """A token just issued: the only answer that ever carries it."""
-    return {
-        "tenant": issued.tenant,
-        "token_id": issued.id,
-        "token": issued.token,
-        "expires": issued.expires,
-        **extra,
-    }
+    answer = IssuedToken(
+        tenant=issued.tenant, token_id=issued.id, token=issued.token, expires=issued.expires
+    )
+    if replaces is not None:
+        answer.replaces = replaces
+    return answer
 
 
 def auth(request: Request) -> Principal:
@@ -259,17 +282,17 @@ def create_app(plane: ControlPlane) -> FastAPI:  # noqa: C901, PLR0915 (one clos
         )
 
     @app.get("/v1/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    def healthz() -> Healthz:
+        return Healthz(status="ok", version=__version__)
 
     @app.get("/v1/schema")
     def schema() -> dict[str, Any]:
         return json_schema()
 
     @app.get("/v1/whoami", responses=errors())
-    def whoami(caller: Caller) -> dict[str, Any]:
+    def whoami(caller: Caller) -> Whoami:
         """Who the presented token is: the admin, or which tenant (and token id)."""
-        return {"admin": caller.is_admin, "tenant": caller.tenant, "token_id": caller.token_id}
+        return Whoami(admin=caller.is_admin, tenant=caller.tenant, token_id=caller.token_id)
 
     @app.post(
         "/v1/apply",
@@ -281,9 +304,9 @@ def create_app(plane: ControlPlane) -> FastAPI:  # noqa: C901, PLR0915 (one clos
             },
         },
     )
-    def apply(body: ApplyRequest, caller: Caller) -> dict[str, Any]:
+    def apply(body: ApplyRequest, caller: Caller) -> Applied:
         result = plane.apply(body.yaml, body.source, caller.actor, scope=caller.tenant)
-        return {"tenants": result.tenants, "cells": result.cells}
+        return Applied.model_validate({"tenants": result.tenants, "cells": result.cells})
 
     # The two lists are encoded here in one pass: FastAPI would first validate every item
     # against ``list[dict[str, Any]]`` (a third of the time at 1,000 cells). The documented
@@ -298,8 +321,13 @@ def create_app(plane: ControlPlane) -> FastAPI:  # noqa: C901, PLR0915 (one clos
             ]
         )
 
-    @app.post("/v1/tenants", responses=errors(400, 403, 409), status_code=201)
-    def create_tenant(body: TenantCreate, caller: Caller) -> dict[str, Any]:
+    @app.post(
+        "/v1/tenants",
+        responses=errors(400, 403, 409),
+        status_code=201,
+        response_model_exclude_unset=True,
+    )
+    def create_tenant(body: TenantCreate, caller: Caller) -> IssuedToken:
         """A new tenant and its first token. The token is in this answer and nowhere else."""
         admin_only(caller, "creating a tenant")
         issued = plane.create_tenant(body.name, caller.actor, token_lifetime=body.token_expires_in)
@@ -322,25 +350,33 @@ def create_app(plane: ControlPlane) -> FastAPI:  # noqa: C901, PLR0915 (one clos
         return PlainTextResponse(text, media_type="application/yaml")
 
     @app.get("/v1/tenants/{tenant}/tokens", responses=errors(400, 404))
-    def tokens(tenant: str, caller: Caller) -> list[dict[str, Any]]:
+    def tokens(tenant: str, caller: Caller) -> list[TokenInfo]:
         """The tenant's tokens by id and creation time (revoked ones too); never a secret."""
-        return plane.tokens.list(visible_tenant(caller, tenant))
+        return [
+            TokenInfo.model_validate(t) for t in plane.tokens.list(visible_tenant(caller, tenant))
+        ]
 
-    @app.post("/v1/tenants/{tenant}/tokens", responses=errors(400, 404), status_code=201)
-    def issue_token(
-        tenant: str, caller: Caller, body: TokenRequest | None = None
-    ) -> dict[str, Any]:
+    @app.post(
+        "/v1/tenants/{tenant}/tokens",
+        responses=errors(400, 404),
+        status_code=201,
+        response_model_exclude_unset=True,
+    )
+    def issue_token(tenant: str, caller: Caller, body: TokenRequest | None = None) -> IssuedToken:
         """Another token of the tenant; ``expires_in`` bounds its life."""
         lifetime = body.expires_in if body else None
         issued = plane.tokens.issue(visible_tenant(caller, tenant), caller.actor, lifetime=lifetime)
         return _issued(issued)
 
     @app.post(
-        "/v1/tenants/{tenant}/tokens/{token_id}/rotate", responses=errors(400, 404), status_code=201
+        "/v1/tenants/{tenant}/tokens/{token_id}/rotate",
+        responses=errors(400, 404),
+        status_code=201,
+        response_model_exclude_unset=True,
     )
     def rotate_token(
         tenant: str, token_id: str, caller: Caller, body: TokenRequest | None = None
-    ) -> dict[str, Any]:
+    ) -> IssuedToken:
         """A new token replaces this one, which stops working at once. It lives
         ``expires_in`` seconds, or as long as the old one was given."""
         lifetime = body.expires_in if body else None
@@ -350,63 +386,77 @@ def create_app(plane: ControlPlane) -> FastAPI:  # noqa: C901, PLR0915 (one clos
         return _issued(issued, replaces=token_id)
 
     @app.delete("/v1/tenants/{tenant}/tokens/{token_id}", responses=errors(404))
-    def revoke_token(tenant: str, token_id: str, caller: Caller) -> dict[str, Any]:
+    def revoke_token(tenant: str, token_id: str, caller: Caller) -> Revoked:
         revoked = plane.tokens.revoke(visible_tenant(caller, tenant), token_id, caller.actor)
-        return {"token_id": token_id, "revoked": revoked}
+        return Revoked(token_id=token_id, revoked=revoked)
 
-    @app.get("/v1/cells", responses=errors(), response_model=list[dict[str, Any]])
+    @app.get("/v1/cells", responses=errors(), response_model=list[CellSummary])
     def cells(caller: Caller, tenant: str | None = None) -> Response:
         return _json(plane.cells(scoped_tenant(caller, tenant)))
 
-    @app.get("/v1/cells/{tenant}/{name}", responses=errors(404, 502))
-    def cell(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
-        return plane.cell(visible_cell(caller, tenant, name))
+    @app.get(
+        "/v1/cells/{tenant}/{name}", responses=errors(404, 502), response_model_exclude_unset=True
+    )
+    def cell(tenant: str, name: str, caller: Caller) -> CellDetail:
+        return CellDetail.model_validate(plane.cell(visible_cell(caller, tenant, name)))
 
     @app.post("/v1/cells/{tenant}/{name}/pause", responses=errors(404, 409, 502))
-    def pause_cell(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
+    def pause_cell(tenant: str, name: str, caller: Caller) -> Paused:
         """Kill switch: the agent is killed at once, its sidecars stopped, recovery suspended."""
         key = visible_cell(caller, tenant, name)
         changed = plane.pause(key, paused=True, actor=caller.actor)
-        return {"cells": [name], "changed": changed}
+        return Paused(cells=[name], changed=changed)
 
     @app.post("/v1/cells/{tenant}/{name}/resume", responses=errors(404, 409, 502))
-    def resume_cell(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
+    def resume_cell(tenant: str, name: str, caller: Caller) -> Paused:
         key = visible_cell(caller, tenant, name)
         changed = plane.pause(key, paused=False, actor=caller.actor)
-        return {"cells": [name], "changed": changed}
+        return Paused(cells=[name], changed=changed)
 
-    @app.post("/v1/tenants/{tenant}/pause", responses=errors(404, 409, 502))
-    def pause_tenant(tenant: str, caller: Caller) -> dict[str, Any]:
+    @app.post(
+        "/v1/tenants/{tenant}/pause",
+        responses=errors(404, 409, 502),
+        response_model_exclude_unset=True,
+    )
+    def pause_tenant(tenant: str, caller: Caller) -> Paused:
         """Kill switch for every cell of the tenant, including cells deployed while paused."""
         name = visible_tenant(caller, tenant)
-        return {"cells": plane.pause_tenant(name, paused=True, actor=caller.actor)}
+        return Paused(cells=plane.pause_tenant(name, paused=True, actor=caller.actor))
 
-    @app.post("/v1/tenants/{tenant}/resume", responses=errors(404, 409, 502))
-    def resume_tenant(tenant: str, caller: Caller) -> dict[str, Any]:
+    @app.post(
+        "/v1/tenants/{tenant}/resume",
+        responses=errors(404, 409, 502),
+        response_model_exclude_unset=True,
+    )
+    def resume_tenant(tenant: str, caller: Caller) -> Paused:
         name = visible_tenant(caller, tenant)
-        return {"cells": plane.pause_tenant(name, paused=False, actor=caller.actor)}
+        return Paused(cells=plane.pause_tenant(name, paused=False, actor=caller.actor))
 
-    @app.get("/v1/cells/{tenant}/{name}/wait", responses=errors(404, 502))
+    @app.get(
+        "/v1/cells/{tenant}/{name}/wait",
+        responses=errors(404, 502),
+        response_model_exclude_unset=True,
+    )
     def wait(
         tenant: str,
         name: str,
         caller: Caller,
         after: Annotated[int, Query(ge=0)] = 0,
         timeout: Annotated[float, Query(gt=0, le=60)] = 30,
-    ) -> dict[str, Any]:
+    ) -> CellStatusView:
         """Long poll: returns when the cell's status version passes ``after``, or at timeout."""
         key = visible_cell(caller, tenant, name)
         st = plane.wait(key, after, timeout)
         gone = plane.store.cell(key) is None
-        return {**plane.status_view(st), "gone": gone}
+        return CellStatusView.model_validate({**plane.status_view(st), "gone": gone})
 
     @app.delete("/v1/cells/{tenant}/{name}", responses=errors(404, 502), status_code=202)
     def delete_cell(
         tenant: str, name: str, caller: Caller, keep_workspace: bool = False
-    ) -> dict[str, str]:
+    ) -> Removing:
         key = visible_cell(caller, tenant, name)
         plane.remove(key, keep_workspace=keep_workspace, actor=caller.actor)
-        return {"status": "removing"}
+        return Removing(status="removing")
 
     @app.get("/v1/cells/{tenant}/{name}/logs", responses=errors(404, 502))
     def logs(
@@ -435,11 +485,18 @@ def create_app(plane: ControlPlane) -> FastAPI:  # noqa: C901, PLR0915 (one clos
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.post("/v1/cells/{tenant}/{name}/verify", responses=errors(404, 409, 502))
-    def verify(tenant: str, name: str, caller: Caller) -> dict[str, Any]:
+    def verify(tenant: str, name: str, caller: Caller) -> Verified:
         results = plane.verify(visible_cell(caller, tenant, name), caller.actor)
-        return {"ok": all(r.ok for r in results), "checks": [r.__dict__ for r in results]}
+        return Verified(
+            ok=all(r.ok for r in results),
+            checks=[Check(id=r.id, section=r.section, ok=r.ok, detail=r.detail) for r in results],
+        )
 
-    @app.get("/v1/cells/{tenant}/{name}/egress", responses=errors(404), response_model=None)
+    @app.get(
+        "/v1/cells/{tenant}/{name}/egress",
+        responses={**_RECORDS, **errors(404)},
+        response_model=None,
+    )
     def egress_log(
         tenant: str,
         name: str,
@@ -464,10 +521,10 @@ def create_app(plane: ControlPlane) -> FastAPI:  # noqa: C901, PLR0915 (one clos
         stream = _follow(plane.store.audit_log, query, first, _ndjson_chunk)
         return StreamingResponse(stream, media_type="application/x-ndjson")
 
-    @app.get("/v1/gc", responses=errors(403, 502))
+    @app.get("/v1/gc", responses=errors(403, 502), response_model_exclude_unset=True)
     def gc_dry_run(
         caller: Caller, tenant: str | None = None, all_tenants: bool = False
-    ) -> dict[str, Any]:
+    ) -> GcAnswer:
         """The orphans: engine objects with agentcell labels the store does not know.
 
         Only tenants the store knows, unless ``tenant`` or ``all_tenants`` is given."""
@@ -476,15 +533,15 @@ def create_app(plane: ControlPlane) -> FastAPI:  # noqa: C901, PLR0915 (one clos
             plane.gc(apply=False, actor=caller.actor, tenant=tenant, all_tenants=all_tenants)
         )
 
-    @app.post("/v1/gc", responses=errors(403, 502))
-    def gc(caller: Caller, tenant: str | None = None, all_tenants: bool = False) -> dict[str, Any]:
+    @app.post("/v1/gc", responses=errors(403, 502), response_model_exclude_unset=True)
+    def gc(caller: Caller, tenant: str | None = None, all_tenants: bool = False) -> GcAnswer:
         """Remove the orphans (of one tenant, if given); one audit record per removal."""
         admin_only(caller, "gc")
         return _gc_json(
             plane.gc(apply=True, actor=caller.actor, tenant=tenant, all_tenants=all_tenants)
         )
 
-    @app.get("/v1/audit", responses=errors(), response_model=None)
+    @app.get("/v1/audit", responses={**_RECORDS, **errors()}, response_model=None)
     def audit(
         caller: Caller,
         tenant: str | None = None,
@@ -585,18 +642,20 @@ def _json(items: list[dict[str, Any]]) -> Response:
     return Response(_LIST.dump_json(items), media_type="application/json")
 
 
-def _gc_json(result: GcResult) -> dict[str, Any]:
+def _gc_json(result: GcResult) -> GcAnswer:
     def one(o: Orphan, why: str | None = None) -> dict[str, Any]:
         out = {**o.object.__dict__, "reason": o.reason}
         if why is not None:
             out["why"] = why
         return out
 
-    return {
-        "applied": result.applied,
-        "orphans": [one(o) for o in result.orphans],
-        "removed": [one(o) for o in result.removed],
-        "kept": [one(o, why) for o, why in result.kept],
-        "failed": [one(o, why) for o, why in result.failed],
-        "foreign": result.foreign,
-    }
+    return GcAnswer.model_validate(
+        {
+            "applied": result.applied,
+            "orphans": [one(o) for o in result.orphans],
+            "removed": [one(o) for o in result.removed],
+            "kept": [one(o, why) for o, why in result.kept],
+            "failed": [one(o, why) for o, why in result.failed],
+            "foreign": result.foreign,
+        }
+    )
