@@ -5,9 +5,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
+
+if TYPE_CHECKING:
+    import docker
 
 from livecell import DEMO_IMAGE, Server, free_port, remove_labelled
 
@@ -17,7 +21,7 @@ settings.load_profile("agentcell")
 
 
 @pytest.fixture(scope="session")
-def docker_client():  # type: ignore[no-untyped-def]
+def docker_client() -> docker.DockerClient:
     import docker
 
     client = docker.from_env(timeout=120)
@@ -26,7 +30,7 @@ def docker_client():  # type: ignore[no-untyped-def]
     return client
 
 
-def _cleanup_tenant(client, tenant: str) -> None:  # type: ignore[no-untyped-def]
+def _cleanup_tenant(client: docker.DockerClient, tenant: str) -> None:
     remove_labelled(client, f"agentcell.tenant={tenant}")
 
 
@@ -34,7 +38,7 @@ _TENANTS: list[str] = []
 
 
 @pytest.fixture
-def tenant(docker_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def tenant(docker_client: docker.DockerClient) -> Iterator[str]:
     """A unique tenant name; everything labelled with it is removed afterwards."""
     name = f"t{secrets.token_hex(4)}"
     _TENANTS.append(name)
@@ -65,7 +69,7 @@ def no_leftovers() -> Iterator[None]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, docker_client, tenant: str) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def server(tmp_path: Path, docker_client: docker.DockerClient, tenant: str) -> Iterator[Server]:
     """Stops before the tenant's objects are removed, so it cannot recreate them."""
     port = free_port()
     srv = Server(url=f"http://127.0.0.1:{port}", state_dir=tmp_path / "state", port=port)

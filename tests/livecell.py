@@ -10,10 +10,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+if TYPE_CHECKING:
+    import docker
+
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 AGENTCELL = [sys.executable, "-m", "agentcell.cli.main"]
 TEST_POOL = os.environ.get("AGENTCELL_TEST_POOL", "10.214.0.0/16")
@@ -21,7 +25,7 @@ TEST_POOL = os.environ.get("AGENTCELL_TEST_POOL", "10.214.0.0/16")
 DEMO_IMAGE = "agentcell/demo-agent:latest"
 
 
-def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> object:
+def wait_for(cond: Callable[[], T | None], timeout: float, what: str, every: float = 0.05) -> T:
     """Poll ``cond`` until it returns something truthy; fail the test at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -33,7 +37,7 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float
         time.sleep(every)
 
 
-def remove_labelled(client, label: str) -> None:  # type: ignore[no-untyped-def]
+def remove_labelled(client: docker.DockerClient, label: str) -> None:
     """Remove every container, network and volume carrying ``label`` (``key`` or ``key=value``)."""
     flt = {"label": [label]}
     for c in client.containers.list(all=True, filters=flt, ignore_removed=True):

@@ -91,7 +91,8 @@ def test_the_client_reads_every_error_shape(tmp_path: Path) -> None:
     """The CLI prints the reason and hint of a Problem, and each place of a validation error."""
     import httpx
 
-    from agentcell.cli._client import Client, ClientError
+    from agentcell.cli._client import Client
+    from agentcell.errors import ClientError
 
     answers = {
         "/p": httpx.Response(401, json={"error": "UnauthorizedError", "reason": "invalid token",

@@ -327,4 +327,8 @@ def test_failed_authentication_is_audited_then_limited(tmp_path: Path) -> None:
 
 def test_the_cells_keep_running(server: Server) -> None:
     for t in TENANTS:
-        wait_for(lambda t=t: is_back(server.api("GET", f"/v1/cells/{t}/{CELL}").json()), 30, t)
+
+        def back(t: str = t) -> bool:
+            return is_back(server.api("GET", f"/v1/cells/{t}/{CELL}").json())
+
+        wait_for(back, 30, t)

@@ -122,7 +122,7 @@ def test_follow_streams_new_matches_as_they_are_stored(server: AuditServer) -> N
     lines: queue.Queue[str] = queue.Queue()
 
     def read() -> None:
-        params = {"follow": "true", "kind": "docker", "limit": 1}
+        params: dict[str, str | int] = {"follow": "true", "kind": "docker", "limit": 1}
         with (
             contextlib.suppress(httpx.HTTPError),
             httpx.stream(

@@ -6,6 +6,7 @@ import ipaddress
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -17,7 +18,7 @@ from livecell import TEST_POOL, Server, spec_text, wait_for
 pytestmark = pytest.mark.integration
 
 
-def _objects(docker_client, tenant: str) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+def _objects(docker_client: docker.DockerClient, tenant: str) -> dict[str, list[str]]:
     flt = {"label": [f"agentcell.tenant={tenant}"]}
     return {
         "containers": [
@@ -29,7 +30,7 @@ def _objects(docker_client, tenant: str) -> dict[str, list[str]]:  # type: ignor
     }
 
 
-def _agent(docker_client, tenant: str, cell: str = "agent"):  # type: ignore[no-untyped-def]
+def _agent(docker_client: docker.DockerClient, tenant: str, cell: str = "agent") -> Any:
     found = docker_client.containers.list(
         all=True,
         filters={
@@ -52,8 +53,8 @@ def _deploy(server: Server, tmp_path: Path, text: str, name: str = "spec.yaml"):
 
 
 def test_deploy_runs_a_hardened_cell_and_every_command_works(
-    server: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    server: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     ref = f"{tenant}/agent"
     res = _deploy(server, tmp_path, spec_text(tenant))
     assert res.returncode == 0, res.stderr + server.log_text()
@@ -71,7 +72,7 @@ def test_deploy_runs_a_hardened_cell_and_every_command_works(
     net = docker_client.networks.get(network)
     assert net.attrs["Internal"] is True
     subnet = net.attrs["IPAM"]["Config"][0]["Subnet"]
-    assert ipaddress.ip_network(subnet).subnet_of(ipaddress.ip_network(TEST_POOL))
+    assert ipaddress.IPv4Network(subnet).subnet_of(ipaddress.IPv4Network(TEST_POOL))
     assert subnet.endswith("/27")
     assert set(_objects(docker_client, tenant)) and all(_objects(docker_client, tenant).values())
 
@@ -118,8 +119,8 @@ def test_verify_runs_battery_a_inside_the_cell(server: Server, tenant: str, tmp_
 
 
 def test_redeploying_an_unchanged_spec_changes_nothing(
-    server: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    server: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     assert _deploy(server, tmp_path, spec_text(tenant)).returncode == 0
     first = _agent(docker_client, tenant).id
     again = _deploy(server, tmp_path, spec_text(tenant))
@@ -128,8 +129,8 @@ def test_redeploying_an_unchanged_spec_changes_nothing(
 
 
 def test_a_changed_spec_replaces_the_container_and_keeps_the_workspace(
-    server: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    server: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     ref = f"{tenant}/agent"
     assert _deploy(server, tmp_path, spec_text(tenant)).returncode == 0
     first = _agent(docker_client, tenant).id
@@ -143,8 +144,8 @@ def test_a_changed_spec_replaces_the_container_and_keeps_the_workspace(
 
 
 def test_a_failing_deploy_removes_what_it_created_and_names_the_step(
-    server: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    server: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     res = _deploy(server, tmp_path, spec_text(tenant, command=["sh", "-c", "echo bye; exit 7"]))
     assert res.returncode == 1
     # It starts, then exits: caught while starting or while waiting for readiness.
@@ -161,8 +162,8 @@ def test_a_failing_deploy_removes_what_it_created_and_names_the_step(
 
 
 def test_a_failed_replacement_keeps_the_previous_container_running(
-    server: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    server: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     assert _deploy(server, tmp_path, spec_text(tenant)).returncode == 0
     first = _agent(docker_client, tenant).id
     res = _deploy(server, tmp_path, spec_text(tenant, command=["sh", "-c", "exit 9"]))
@@ -172,8 +173,8 @@ def test_a_failed_replacement_keeps_the_previous_container_running(
 
 
 def test_invalid_spec_is_refused_before_anything_is_created(
-    server: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    server: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     bad = spec_text(tenant).replace("interval: 2s", "interval: 2 parsecs")
     res = _deploy(server, tmp_path, bad, "bad.yaml")
     assert res.returncode == 1
@@ -191,8 +192,8 @@ def test_quota_is_enforced_at_apply(server: Server, tenant: str, tmp_path: Path)
 
 
 def test_server_restart_readopts_running_cells(
-    server: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    server: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     assert _deploy(server, tmp_path, spec_text(tenant)).returncode == 0
     first = _agent(docker_client, tenant).id
     server.kill()

@@ -147,7 +147,7 @@ def _gate_loaded(server: Server, client: Any, tenant: str, cell: str) -> bool:
     if len(gates) != 1 or gates[0].status != "running":
         return False
     try:
-        return _gate_policy(server, gates[0], tenant, cell).get("digest") == want
+        return bool(_gate_policy(server, gates[0], tenant, cell).get("digest") == want)
     except OSError:
         return False
 

@@ -104,7 +104,9 @@ def test_cells_the_previous_release_named_are_adopted_after_an_upgrade(
         )
     }
 
-    new = Server(url=f"http://127.0.0.1:{port}", state_dir=state, port=port, command=AGENTCELL)
+    new = Server(
+        url=f"http://127.0.0.1:{port}", state_dir=state, port=port, command=tuple(AGENTCELL)
+    )
     new.start()
     try:
         apply_and_wait(new, text)  # the same spec: nothing to change

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 
@@ -64,7 +65,9 @@ def hook() -> Iterator[Hook]:
 
 
 @pytest.fixture
-def srv(tmp_path: Path, docker_client, tenant: str, hook: Hook) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def srv(
+    tmp_path: Path, docker_client: docker.DockerClient, tenant: str, hook: Hook
+) -> Iterator[Server]:
     port = free_port()
     s = Server(
         url=f"http://127.0.0.1:{port}",
@@ -113,7 +116,7 @@ def state_is(srv: Server, ref: str, *states: str) -> dict[str, Any] | None:
     return c if c["state"] in states else None
 
 
-def agent_of(docker_client, tenant: str):  # type: ignore[no-untyped-def]
+def agent_of(docker_client: docker.DockerClient, tenant: str) -> Any:
     found = docker_client.containers.list(
         all=True,
         filters={"label": [f"agentcell.tenant={tenant}", "agentcell.role=agent"]},
@@ -124,8 +127,8 @@ def agent_of(docker_client, tenant: str):  # type: ignore[no-untyped-def]
 
 
 def test_a_killed_agent_is_restarted_and_healthy_again(
-    srv: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    srv: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     ref = deploy(srv, tenant, tmp_path, health=HEALTH, restart={"maxRestarts": 100})
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy")
     srv.cli("exec", ref, "--", "sh", "-c", "echo kept > /workspace/data", check=True)
@@ -144,8 +147,8 @@ def test_a_killed_agent_is_restarted_and_healthy_again(
 
 
 def test_unhealthy_is_restarted_and_a_restart_cures_a_tmpfs_fault(
-    srv: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    srv: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     ref = deploy(srv, tenant, tmp_path, health=HEALTH)
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy")
     srv.cli("exec", ref, "--", "touch", "/tmp/sick", check=True)
@@ -163,8 +166,8 @@ def test_unhealthy_is_restarted_and_a_restart_cures_a_tmpfs_fault(
 
 
 def test_the_ladder_climbs_to_failed_and_the_webhook_hears_it(
-    srv: Server, tenant: str, tmp_path: Path, hook: Hook, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    srv: Server, tenant: str, tmp_path: Path, hook: Hook, docker_client: docker.DockerClient
+) -> None:
     ref = deploy(srv, tenant, tmp_path, health=HEALTH)
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy")
     first = agent_of(docker_client, tenant).id
@@ -189,8 +192,8 @@ def test_the_ladder_climbs_to_failed_and_the_webhook_hears_it(
 
 
 def test_pause_kills_at_once_holds_and_resume_brings_it_back(
-    srv: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    srv: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     ref = deploy(
         srv,
         tenant,
@@ -228,8 +231,8 @@ def test_pause_kills_at_once_holds_and_resume_brings_it_back(
 
 
 def test_pausing_a_tenant_pauses_its_cells(
-    srv: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    srv: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     ref = deploy(srv, tenant, tmp_path)
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to run")
     out = srv.cli("pause", tenant, check=True)
@@ -252,8 +255,8 @@ def test_pausing_a_tenant_pauses_its_cells(
 
 
 def test_an_isolation_breach_found_by_the_canary_recreates_the_cell(
-    tmp_path: Path, docker_client, tenant: str, hook: Hook
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, docker_client: docker.DockerClient, tenant: str, hook: Hook
+) -> None:
     port = free_port()
     s = Server(
         url=f"http://127.0.0.1:{port}",
@@ -301,8 +304,8 @@ def test_an_isolation_breach_found_by_the_canary_recreates_the_cell(
 
 
 def test_a_hung_gate_is_replaced_and_its_policy_loaded(
-    srv: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    srv: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     ref = deploy(srv, tenant, tmp_path, egress={"allow": [{"host": "api.allowed.test"}]})
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy")
     gates = {"label": [f"agentcell.tenant={tenant}", "agentcell.role=egress"]}
@@ -339,8 +342,8 @@ def test_a_hung_gate_is_replaced_and_its_policy_loaded(
 
 
 def test_a_gate_frozen_out_of_band_is_replaced(
-    srv: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    srv: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     ref = deploy(srv, tenant, tmp_path, egress={"allow": [{"host": "api.allowed.test"}]})
     wait_for(lambda: state_is(srv, ref, "healthy"), 30, "the cell to be healthy")
     gates = {"label": [f"agentcell.tenant={tenant}", "agentcell.role=egress"]}
@@ -364,8 +367,8 @@ def test_a_gate_frozen_out_of_band_is_replaced(
 
 
 def test_each_death_is_seen_from_the_engines_events_alone(
-    srv: Server, tenant: str, tmp_path: Path, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    srv: Server, tenant: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
     # The engine sends "die" before its container list says the container stopped, and
     # with a gate the events after it can all come too early as well: the server must
     # look again by itself (this server never resyncs within the test).
@@ -388,4 +391,4 @@ def test_each_death_is_seen_from_the_engines_events_alone(
             30,
             f"the {step} without a resync",
         )
-        assert attempts[-1]["step"] == step  # type: ignore[index]
+        assert attempts[-1]["step"] == step

@@ -207,7 +207,7 @@ def make_ca(directory: Path) -> tuple[Path, Path, Path]:
         "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
     )
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run = {"check": True, "capture_output": True}
+    run: dict[str, Any] = {"check": True, "capture_output": True}
     subprocess.run(
         ["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
          "-subj", "/CN=agentcell gate test CA"],

@@ -89,7 +89,7 @@ def foreign(world: World) -> dict[str, str]:
 def own(proxy: Proxy) -> str:
     rc, out = proxy.docker("run", "-d", "--name", f"{proxy.tenant}-own", IMAGE)
     assert rc == 0, out
-    return out.strip()
+    return str(out).strip()
 
 
 def _children(proxy: Proxy) -> set[str]:

@@ -20,7 +20,7 @@ def world() -> Iterator[World]:
 def _children(world: World, cell: str) -> list[str]:
     label = f"label=agentcell.cell={cell}"
     tenant = f"label=agentcell.tenant={world.tenant}"
-    return docker("ps", "-aq", "--filter", tenant, "--filter", label).split()
+    return str(docker("ps", "-aq", "--filter", tenant, "--filter", label)).split()
 
 
 def test_container_count_quota(world: World) -> None:

@@ -277,8 +277,13 @@ def cell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
         c.run("python3", "-c", f"open('/tmp/ca.pem','w').write({ca!r})")
         last: list[tuple[str, str]] = []
         try:
+
+            def reaches() -> bool:
+                last.append(c.curl("http://api.allowed.test/"))
+                return last[-1][0] == "200"
+
             wait_for(
-                lambda: last.append(c.curl("http://api.allowed.test/")) or last[-1][0] == "200",
+                reaches,
                 20,
                 "the reloaded policy to let the agent reach the test server",
             )

@@ -46,8 +46,10 @@ RECORD_KEYS = {
 
 def last(gate: Gate, **match: Any) -> dict[str, Any]:
     """The first record whose fields equal ``match`` (waits for it)."""
-    return gate.wait_record(
-        lambda r: all(r.get(k) == v for k, v in match.items()), f"a record with {match}"
+    return dict(
+        gate.wait_record(
+            lambda r: all(r.get(k) == v for k, v in match.items()), f"a record with {match}"
+        )
     )
 
 
@@ -785,7 +787,7 @@ def test_no_descriptor_or_thread_leaks_after_many_connections(
     def settled() -> bool:
         # At most the baseline: on a loaded machine the baseline can still hold the socket
         # of an earlier connection that the gate closes a moment later.
-        return (
+        return bool(
             loaded.fds("socket:") <= baseline_sockets
             and loaded.fds() - loaded.fds("pipe:") <= baseline_others
             and loaded.status("Threads") == idle_threads

@@ -49,7 +49,7 @@ def pipes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
             return pipe
 
         monkeypatch.setattr(pool, "take", take)
-        monkeypatch.setattr(_relay.os, "splice", refuse)
+        monkeypatch.setattr(os, "splice", refuse)
     yield pool
     pool.close()
     if request.param == "splice refused":
@@ -111,7 +111,12 @@ def test_a_slow_reader_gets_everything_back_pressure(pipes: PipePool) -> None:
     """The upstream sends far more than the buffers hold while the client is not reading."""
     t = Tunnel(pipes)
     data = os.urandom(16 * 1024 * 1024)
-    sender = threading.Thread(target=lambda: (t.upstream.sendall(data), t.upstream.close()))
+
+    def send() -> None:
+        t.upstream.sendall(data)
+        t.upstream.close()
+
+    sender = threading.Thread(target=send)
     sender.start()
     assert read_all(t.client) == data
     sender.join(10)

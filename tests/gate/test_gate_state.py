@@ -228,7 +228,7 @@ def test_decisions_without_a_lookup_are_reused_until_the_next_load(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[str] = []
-    real = _state.decide_egress
+    real = _state.decide_egress  # type: ignore[attr-defined]  # patched where it is used
 
     def counting(policy: EgressPolicy, host: str, *args: Any, **kwargs: Any) -> EgressDecision:
         calls.append(host)

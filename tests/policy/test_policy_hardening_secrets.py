@@ -47,7 +47,7 @@ def attrs_with(*mounts: dict[str, Any], binds: list[str] | None = None) -> dict[
     attrs["Mounts"] = [*attrs["Mounts"], *mounts]
     if binds is not None:
         attrs["HostConfig"]["Binds"] = binds
-    return attrs
+    return dict(attrs)
 
 
 def mounts_ok(attrs: dict[str, Any], secrets_dir: str | None = DIR) -> bool:

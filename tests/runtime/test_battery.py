@@ -166,7 +166,7 @@ def start(client: docker.DockerClient, image: str, **kwargs: Any) -> Any:
         c.reload()
         if c.status in ("exited", "dead"):
             raise AssertionError(f"{c.name} exited: {c.logs()[-500:]!r}")
-        return c.status == "running"
+        return bool(c.status == "running")
 
     wait_until(running, f"{c.name} to run")
     return c

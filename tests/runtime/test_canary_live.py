@@ -10,7 +10,9 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import docker
 import pytest
 
 from agentcell.policy import Decision
@@ -24,7 +26,7 @@ EGRESS = {"allow": [{"host": "api.allowed.test", "ports": [80]}]}
 
 def _deploy(server: Server, tmp_path: Path, tenant: str, **spec: object) -> None:
     path = tmp_path / "spec.yaml"
-    path.write_text(spec_text(tenant, **spec))
+    path.write_text(spec_text(tenant, "agent", **spec))
     server.cli("deploy", "-f", str(path), "--timeout", "90", check=True)
 
 
@@ -74,7 +76,7 @@ def test_without_the_firewall_jump_the_canary_sees_the_host(
             _remove_jump()  # again: another server on this pool may have restored it
             return [d for d in driver.canary(key) if d.reason == "host reachable from the cell"]
 
-        (seen,) = wait_for(breached, 20, "the canary to see the host")  # type: ignore[misc]
+        (seen,) = wait_for(breached, 20, "the canary to see the host")
         assert seen.rule  # the address that answered
 
         def breached_thinned() -> list[Decision]:
@@ -92,8 +94,8 @@ def test_without_the_firewall_jump_the_canary_sees_the_host(
 
 
 def test_the_gate_refuses_the_canary_and_a_stopped_gate_is_reported(
-    server: Server, tmp_path: Path, tenant: str, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    server: Server, tmp_path: Path, tenant: str, docker_client: docker.DockerClient
+) -> None:
     _deploy(server, tmp_path, tenant, egress=EGRESS)
     driver = DockerDriver()
     key = (tenant, "agent")
@@ -115,8 +117,8 @@ def test_the_gate_refuses_the_canary_and_a_stopped_gate_is_reported(
 
 
 def test_an_unhardened_container_fails_the_process_and_engine_checks(
-    tenant: str, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    tenant: str, docker_client: docker.DockerClient
+) -> None:
     labels = {
         "agentcell.tenant": tenant,
         "agentcell.cell": "unhardened",
@@ -141,7 +143,12 @@ def test_an_unhardened_container_fails_the_process_and_engine_checks(
             detach=True,
         )
         try:
-            wait_for(lambda c=c: c.reload() or c.status == "running", 15, "the container to run")
+
+            def running(c: Any = c) -> bool:
+                c.reload()
+                return bool(c.status == "running")
+
+            wait_for(running, 15, "the container to run")
             decisions = driver.canary(key)
             processes = [d for d in decisions if d.rule.startswith("pid ")]
             assert processes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import docker
 import pytest
 
 from agentcell.runtime import CHAIN, Firewall, jump_rule
@@ -39,8 +40,8 @@ def test_serve_installs_the_rules_and_restores_them_when_removed(server: Server)
 
 
 def test_deploy_fails_closed_when_the_rules_cannot_be_installed(
-    tmp_path: Path, tenant: str, docker_client
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, tenant: str, docker_client: docker.DockerClient
+) -> None:
     port = free_port()
     srv = Server(
         url=f"http://127.0.0.1:{port}",

@@ -108,7 +108,7 @@ def workspace_volume(client: docker.DockerClient) -> str:
 def healthz(url: str) -> bool:
     try:
         with NO_PROXY_OPENER.open(url, timeout=1) as response:
-            return response.status == 200 and response.read() == b"ok"
+            return bool(response.status == 200 and response.read() == b"ok")
     except OSError:
         return False
 

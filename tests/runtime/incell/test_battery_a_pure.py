@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 from importlib import resources
+from typing import Any
 
 import pytest
 
@@ -137,7 +138,9 @@ HARDENED_MOUNTINFO = f"""\
 SCRATCH = ["/tmp", "/run"]
 
 
-def _check(text: str, *, workspace: str | None = "/workspace", volume: str | None = "ws-vol"):
+def _check(
+    text: str, *, workspace: str | None = "/workspace", volume: str | None = "ws-vol"
+) -> Any:
     return b.check_mounts(
         b.parse_mountinfo(text), workspace=workspace, scratch=SCRATCH, workspace_volume=volume
     )
