@@ -50,30 +50,42 @@ def _doc(tenant: str, cell: str, **spec: Any) -> str:
 
 
 @pytest.fixture
-def neighbour(tenant: str, docker_client: docker.DockerClient) -> Iterator[str]:
-    """``<tenant>-prod``: with cell ``web`` it named what ``<tenant>``/``prod-web`` did."""
+def neighbour(
+    tmp_path: Path, tenant: str, docker_client: docker.DockerClient
+) -> Iterator[tuple[Server, str]]:
+    """A server, and ``<tenant>-prod``: with cell ``web`` it named what ``<tenant>``/``prod-web``
+    did. The server stops before the neighbour's objects go, so it cannot make them again."""
     name = f"{tenant}-prod"
-    yield name
-    remove_labelled(docker_client, f"agentcell.tenant={name}")
+    port = free_port()
+    state = tmp_path / "state"
+    state.mkdir()
+    srv = Server(url=f"http://127.0.0.1:{port}", state_dir=state, port=port)
+    srv.start()
+    try:
+        yield srv, name
+    finally:
+        srv.stop()
+        remove_labelled(docker_client, f"agentcell.tenant={name}")
 
 
 def test_cells_whose_old_names_collided_deploy_side_by_side(
-    server: Server, tenant: str, neighbour: str, docker_client: docker.DockerClient
+    neighbour: tuple[Server, str], tenant: str, docker_client: docker.DockerClient
 ) -> None:
+    server, neighbour_tenant = neighbour
     apply_and_wait(server, _doc(tenant, "prod-web", egress=EGRESS, docker={"access": "own"}))
-    apply_and_wait(server, _doc(neighbour, "web", egress=EGRESS, docker={"access": "own"}))
+    apply_and_wait(server, _doc(neighbour_tenant, "web", egress=EGRESS, docker={"access": "own"}))
     apply_and_wait(server, _doc(tenant, "egress", egress=EGRESS))  # the tenant network's name
 
     first = _objects(docker_client, tenant, "prod-web")
-    second = _objects(docker_client, neighbour, "web")
+    second = _objects(docker_client, neighbour_tenant, "web")
     third = _objects(docker_client, tenant, "egress")
     assert {"agent", "egress", "dockerproxy"} <= first.keys() & second.keys()
     assert first["agent"] == f"agentcell.{tenant}.prod-web.g1"
-    assert second["egress"] == f"agentcell.{neighbour}.web.egress"
+    assert second["egress"] == f"agentcell.{neighbour_tenant}.web.egress"
     assert third["egress"] == f"agentcell.{tenant}.egress.egress"
     names = [set(o.values()) | {k for k in o if ":" in k} for o in (first, second, third)]
     assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
-    for t, c in ((tenant, "prod-web"), (neighbour, "web"), (tenant, "egress")):
+    for t, c in ((tenant, "prod-web"), (neighbour_tenant, "web"), (tenant, "egress")):
         res = server.cli("verify", f"{t}/{c}", timeout=180)
         assert res.returncode == 0, res.stdout + res.stderr
 
