@@ -155,18 +155,19 @@ def test_a_rebuild_leaves_no_dangling_image(
     client: docker.DockerClient, first_build: list[ImageResult]
 ) -> None:
     # The runtime is a two-stage build: the classic builder keeps the first stage's
-    # result untagged, and the image it replaces is untagged too. Neither may stay.
+    # result untagged, and the image it replaces is untagged too. Neither may stay, but
+    # for a replaced image that a container still runs (another test's gate, say).
     def dangling() -> set[str]:
         return {str(i.id) for i in client.images.list(filters={"dangling": True})}
 
     before = dangling()
-    replaced = client.images.get(RUNTIME).id
+    replaced = str(client.images.get(RUNTIME).id)
     results = build_images(client, only=[RUNTIME], force=True, log=lambda line: None)
 
     assert [(r.name, r.built) for r in results] == [(BASE, False), (RUNTIME, True)]
-    assert dangling() <= before
-    with pytest.raises(docker.errors.ImageNotFound):
-        client.images.get(replaced)
+    left = dangling() - before
+    in_use = {str(c.image.id) for c in client.containers.list(all=True, ignore_removed=True)}
+    assert left <= ({replaced} & in_use), f"left behind: {left}"
 
 
 def test_runtime_image_imports_agentcell_and_its_sidecar_deps(
