@@ -166,7 +166,7 @@ def test_a_rebuild_leaves_no_dangling_image(
 
     assert [(r.name, r.built) for r in results] == [(BASE, False), (RUNTIME, True)]
     left = dangling() - before
-    in_use = {str(c.image.id) for c in client.containers.list(all=True, ignore_removed=True)}
+    in_use = {str(c.attrs["Image"]) for c in client.containers.list(all=True, ignore_removed=True)}
     assert left <= ({replaced} & in_use), f"left behind: {left}"
 
 
