@@ -2,6 +2,8 @@
 
 from agentcell.control._audit import (
     TIME_FORMS,
+    AuditDecision,
+    AuditKind,
     AuditLog,
     AuditQuery,
     csv_header,
@@ -27,6 +29,8 @@ __all__ = [
     "TIME_FORMS",
     "TOKEN_FILE",
     "ApplyResult",
+    "AuditDecision",
+    "AuditKind",
     "AuditLog",
     "AuditQuery",
     "AuditRecord",

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ __all__ = [
     "CSV_COLUMNS",
     "LOGGED",
     "TIME_FORMS",
+    "AuditDecision",
+    "AuditKind",
     "AuditLog",
     "AuditQuery",
     "AuditRecord",
@@ -94,6 +97,36 @@ _COLUMNS = "id, time, tenant, cell, actor, kind, decision, reason, details"
 
 CSV_COLUMNS = ("id", "time", "tenant", "cell", "actor", "kind", "decision", "reason", "details")
 """The CSV export's header; ``time`` is RFC 3339 UTC, ``details`` a JSON object."""
+
+
+class AuditKind(StrEnum):
+    """What a record is about (its ``kind``)."""
+
+    API = "api"
+    AUTH = "auth"
+    DOCKER = "docker"
+    EGRESS = "egress"
+    EXEC = "exec"
+    FIREWALL = "firewall"
+    HEALTH = "health"
+    ISOLATION = "isolation"
+    LIFECYCLE = "lifecycle"
+    POLICY = "policy"
+    QUOTA = "quota"
+    SECRET = "secret"  # noqa: S105 (a kind of record, not a secret)
+    SIDECAR = "sidecar"
+    TOKEN = "token"  # noqa: S105 (a kind of record, not a token)
+
+
+class AuditDecision(StrEnum):
+    """What was decided (its ``decision``)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    FAIL = "fail"
+    """An action was attempted and did not succeed."""
+    REPORT = "report"
+    """Something was found and reported; nothing was done."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from agentcell.control._audit import AuditDecision, AuditKind
 from agentcell.control._store import Store
 from agentcell.errors import AgentcellError
 from agentcell.plan import (
@@ -39,8 +40,8 @@ class Audit(Protocol):
         self,
         tenant: str,
         cell: str,
-        kind: str,
-        decision: str,
+        kind: AuditKind,
+        decision: AuditDecision,
         reason: str,
         details: dict[str, object] | None = None,
     ) -> None: ...
@@ -193,7 +194,12 @@ class Prober:
             if st.rung:
                 changes["rung"] = 0  # well again: the ladder starts over
         self.store.set_status(key, **changes)
-        self._audit(*key, "health", "allow" if verdict == "healthy" else "deny", what)
+        self._audit(
+            *key,
+            AuditKind.HEALTH,
+            AuditDecision.ALLOW if verdict == "healthy" else AuditDecision.DENY,
+            what,
+        )
         if verdict == "unhealthy":
             self.wake_loop()  # the ladder acts on it
 
@@ -207,7 +213,9 @@ class Prober:
             self._sidecar_fails[c.id] = fails
             if verdict == "unhealthy" and c.role not in self.stuck.get(key, ()):
                 self.stuck[key] = (*self.stuck.get(key, ()), c.role)
-                self._audit(*key, "sidecar", "deny", what, {"container": c.name})
+                self._audit(
+                    *key, AuditKind.SIDECAR, AuditDecision.DENY, what, {"container": c.name}
+                )
                 self.wake_loop()
 
     def _canary_one(self, key: CellKey) -> None:
@@ -227,11 +235,17 @@ class Prober:
             breach = "; ".join(bad)
             if st.breach != breach:
                 self.store.set_status(key, breach=breach, reason=f"isolation breach: {breach}")
-                self._audit(*key, "isolation", "deny", breach, {"checks": len(decisions)})
+                self._audit(
+                    *key,
+                    AuditKind.ISOLATION,
+                    AuditDecision.DENY,
+                    breach,
+                    {"checks": len(decisions)},
+                )
                 self.wake_loop()
         elif st.breach:
             self.store.set_status(key, breach="")
-            self._audit(*key, "isolation", "allow", "canary passes again")
+            self._audit(*key, AuditKind.ISOLATION, AuditDecision.ALLOW, "canary passes again")
 
 
 class _HealthTracker:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from agentcell.control._applier import apply_deploy
+from agentcell.control._audit import AuditDecision, AuditKind
 from agentcell.control._auth import GateTokens
 from agentcell.control._notify import Notifier
 from agentcell.control._prober import Prober
@@ -247,7 +248,7 @@ class Reconciler:
             self._firewall_error = None
         except FirewallError as e:
             if self._firewall_error != str(e):
-                self._audit("", "", "firewall", "deny", str(e))
+                self._audit("", "", AuditKind.FIREWALL, AuditDecision.DENY, str(e))
             self._firewall_error = str(e)
 
     def _observe_quiet(self, want: DesiredCell, have: ObservedCell | None) -> None:
@@ -272,7 +273,7 @@ class Reconciler:
         )
         if seen.record is not None:
             what, details = seen.record
-            self._audit(*key, "lifecycle", "allow", what, dict(details))
+            self._audit(*key, AuditKind.LIFECYCLE, AuditDecision.ALLOW, what, dict(details))
         if seen.changes:
             self.store.set_status(key, **seen.changes)
 
@@ -284,7 +285,11 @@ class Reconciler:
             if known and action.key not in self._orphans_reported:
                 self._orphans_reported.add(action.key)
                 self._audit(
-                    *action.key, "lifecycle", "report", action.reason, {"action": "report-orphan"}
+                    *action.key,
+                    AuditKind.LIFECYCLE,
+                    AuditDecision.REPORT,
+                    action.reason,
+                    {"action": "report-orphan"},
                 )
             return
         if action.kind is ActionKind.WAIT:
@@ -370,17 +375,31 @@ class Reconciler:
                 digest = self.driver.load_policy(key, self.tokens.token(*key), want.policy)
             except AgentcellError as e:
                 self.store.set_status(key, reason=f"policy not loaded: {e}")
-                self._audit(*key, "policy", "fail", f"policy not loaded: {e}", details)
+                self._audit(
+                    *key, AuditKind.POLICY, AuditDecision.FAIL, f"policy not loaded: {e}", details
+                )
                 return
             self.store.set_status(key, policy_digest=digest, reason=f"policy {digest} loaded")
-            self._audit(*key, "policy", "allow", "policy loaded", {**details, "digest": digest})
+            self._audit(
+                *key,
+                AuditKind.POLICY,
+                AuditDecision.ALLOW,
+                "policy loaded",
+                {**details, "digest": digest},
+            )
         elif kind is ActionKind.REPLACE_SIDECAR:
             role = action.extra["role"]
             removed = self.driver.remove_role(key, role)
             stuck = self.prober.stuck
             stuck[key] = tuple(r for r in stuck.get(key, ()) if r != role)
             self.store.set_status(key, reason=f"{action.reason}: replacing it")
-            self._audit(*key, "lifecycle", "allow", action.reason, {**details, "removed": removed})
+            self._audit(
+                *key,
+                AuditKind.LIFECYCLE,
+                AuditDecision.ALLOW,
+                action.reason,
+                {**details, "removed": removed},
+            )
         elif kind is ActionKind.PAUSE:
             stopped = self.driver.pause(key)
             self.prober.health.forget(key)
@@ -392,17 +411,23 @@ class Reconciler:
                 health="none",
                 health_reason="",
             )
-            self._audit(*key, "lifecycle", "allow", action.reason, {**details, "stopped": stopped})
+            self._audit(
+                *key,
+                AuditKind.LIFECYCLE,
+                AuditDecision.ALLOW,
+                action.reason,
+                {**details, "stopped": stopped},
+            )
         elif kind is ActionKind.GIVE_UP:
             self._fail(key, action.reason, failed_generation=want.generation)
-            self._audit(*key, "lifecycle", "fail", action.reason, details)
+            self._audit(*key, AuditKind.LIFECYCLE, AuditDecision.FAIL, action.reason, details)
         elif kind is ActionKind.REMOVE:
             self.store.set_status(key, state="removing", reason="removing")
             removed = self.driver.remove(key, keep_workspace=want.keep_workspace)
             self._audit(
                 *key,
-                "lifecycle",
-                "allow",
+                AuditKind.LIFECYCLE,
+                AuditDecision.ALLOW,
                 action.reason,
                 {**details, "removed": removed, "kept_workspace": want.keep_workspace},
             )
@@ -429,7 +454,7 @@ class Reconciler:
             if honoured_anyway is not None:
                 kept["restart_honoured"] = honoured_anyway
             self.store.set_status(key, **kept)
-            self._audit(*key, "lifecycle", "fail", reason, details)
+            self._audit(*key, AuditKind.LIFECYCLE, AuditDecision.FAIL, reason, details)
             return
         self.prober.health.reset(key)
         changes: StatusChanges = {
@@ -442,7 +467,7 @@ class Reconciler:
         if attempts is not None:
             changes["attempts"] = attempts
         self.store.set_status(key, **changes)
-        self._audit(*key, "lifecycle", "allow", done, details)
+        self._audit(*key, AuditKind.LIFECYCLE, AuditDecision.ALLOW, done, details)
 
     def _climb(self, key: CellKey, step: str) -> tuple[Attempt, ...]:
         """Record one recovery on the ladder; returns the new memory of attempts."""
@@ -461,7 +486,7 @@ class Reconciler:
         if self._firewall_error is not None:
             reason = f"step 'install host firewall' failed: {self._firewall_error}"
             self._fail(key, reason, failed_generation=want.generation)
-            self._audit(*key, "lifecycle", "deny", reason, details)
+            self._audit(*key, AuditKind.LIFECYCLE, AuditDecision.DENY, reason, details)
             return
         if recreate:
             self._climb(key, "recreate")
@@ -498,7 +523,9 @@ class Reconciler:
                 )
             else:
                 self._fail(key, str(e), failed_generation=want.generation)
-            self._audit(*key, "lifecycle", "fail", str(e), {**details, "step": e.step})
+            self._audit(
+                *key, AuditKind.LIFECYCLE, AuditDecision.FAIL, str(e), {**details, "step": e.step}
+            )
             return
         self._repairs.pop(key, None)
         attrs = self.driver.inspect_agent(key) or {}
@@ -532,8 +559,8 @@ class Reconciler:
         self.store.set_status(key, **deployed)
         self._audit(
             *key,
-            "lifecycle",
-            "allow",
+            AuditKind.LIFECYCLE,
+            AuditDecision.ALLOW,
             action.reason,
             {
                 **details,
@@ -546,8 +573,8 @@ class Reconciler:
         self,
         tenant: str,
         cell: str,
-        kind: str,
-        decision: str,
+        kind: AuditKind,
+        decision: AuditDecision,
         reason: str,
         details: dict[str, object] | None = None,
     ) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from agentcell.control._audit import LOGGED
+from agentcell.control._audit import LOGGED, AuditKind
 from agentcell.control._store import AuditRecord, Store
 from agentcell.errors import AgentcellError
 from agentcell.plan import CellKey, ObservedCell, Role
@@ -33,7 +33,10 @@ __all__ = [
 
 log = logging.getLogger("agentcell.records")
 
-RECORDING_ROLES = {Role.GATE: ("egress", "isolation"), Role.DOCKER_PROXY: ("docker",)}
+RECORDING_ROLES = {
+    Role.GATE: (AuditKind.EGRESS, AuditKind.ISOLATION),
+    Role.DOCKER_PROXY: (AuditKind.DOCKER,),
+}
 """Sidecars whose stdout carries decision records, and the audit kinds those records get."""
 
 
@@ -151,7 +154,7 @@ def egress_record(line: str) -> AuditRecord | None:
     when, decision, reason, details = parsed
     # The isolation canary's own probe is filed with the canary's checks, not the agent's
     # traffic (whoever sends it: it stays in the trail either way).
-    kind = "isolation" if details.get("host") == CANARY_HOST else "egress"
+    kind = AuditKind.ISOLATION if details.get("host") == CANARY_HOST else AuditKind.EGRESS
     return AuditRecord("", "", "egress-gate", kind, decision, reason, details, when)
 
 
@@ -161,4 +164,4 @@ def docker_record(line: str) -> AuditRecord | None:
     if parsed is None:
         return None
     when, decision, reason, details = parsed
-    return AuditRecord("", "", "docker-proxy", "docker", decision, reason, details, when)
+    return AuditRecord("", "", "docker-proxy", AuditKind.DOCKER, decision, reason, details, when)
