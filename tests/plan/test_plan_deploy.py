@@ -17,6 +17,7 @@ from agentcell.plan import (
     StepKind,
     deploy_steps,
     ready_budget,
+    sidecar_current,
 )
 from agentcell.spec import API_VERSION, Agent
 
@@ -302,3 +303,21 @@ def test_every_plan_ends_with_one_agent_of_the_spec_running(
         for c in s.containers
     }
     assert planned.kept not in removed
+
+
+@pytest.mark.parametrize(
+    ("label", "state", "attached", "kept"),
+    [
+        pytest.param("h1", "running", True, True, id="made from the wanted body: kept"),
+        pytest.param("h0", "running", True, False, id="made from another body: replaced"),
+        pytest.param("h1", "exited", True, True, id="stopped: kept, the step starts it"),
+        pytest.param("h1", "paused", True, False, id="frozen out of band: replaced"),
+        pytest.param("h1", "running", False, False, id="its network was made again: replaced"),
+    ],
+)
+def test_a_sidecar_is_kept_only_when_current(
+    label: str, state: str, attached: bool, kept: bool
+) -> None:
+    assert (
+        sidecar_current(label_hash=label, wanted_hash="h1", state=state, attached=attached) is kept
+    )

@@ -8,6 +8,7 @@ from agentcell.plan._deploy import (
     deploy_steps,
     matching_agent,
     ready_budget,
+    sidecar_current,
 )
 from agentcell.plan._egress import compile_egress
 from agentcell.plan._gc import GC_REASONS, EngineObject, ObjectKind, Orphan, find_orphans
@@ -91,5 +92,6 @@ __all__ = [
     "ready_budget",
     "recover",
     "settled",
+    "sidecar_current",
     "spec_hash",
 ]

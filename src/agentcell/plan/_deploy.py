@@ -41,6 +41,7 @@ __all__ = [
     "deploy_steps",
     "matching_agent",
     "ready_budget",
+    "sidecar_current",
 ]
 
 SETTLE_SECONDS = 0.5
@@ -215,6 +216,17 @@ def matching_agent(
         ):
             return c
     return None
+
+
+def sidecar_current(*, label_hash: str, wanted_hash: str, state: str, attached: bool) -> bool:
+    """Whether a cell's gate or docker proxy is kept as it is when its step runs: made
+    from the body wanted now (its hash label), not frozen (``paused`` out of band: a new
+    one is the safe restore), and attached to its networks as they are now (a network
+    made again has a new id). Otherwise the step replaces it.
+
+    The step decides this when it runs, not the plan: the wanted body depends on what
+    the steps before it made (the tenant's egress network, shared with other cells)."""
+    return label_hash == wanted_hash and state != "paused" and attached
 
 
 def ready_budget(want: DesiredCell) -> float:

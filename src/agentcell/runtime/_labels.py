@@ -11,7 +11,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from agentcell.errors import RuntimeDriverError
-from agentcell.plan import CellKey
+from agentcell.plan import CellKey, sidecar_current
 from agentcell.policy import LABEL_CELL, LABEL_GATE_HASH, LABEL_ROLE, LABEL_TENANT
 
 __all__ = ["cell_labels", "ensure_sidecar", "find_role", "remove_leftover"]
@@ -46,16 +46,15 @@ def ensure_sidecar(
 ) -> tuple[Container, bool]:
     """The cell's running sidecar of ``role`` and whether it was created now.
 
-    One whose label ``agentcell.gate-hash`` is not ``body_hash`` was made from another
-    body, and one not attached to each of ``networks`` as they are now (a network removed
-    and made again has a new id): it is replaced. ``after_create`` runs on a new container
-    before it starts.
+    One that is not current (``plan.sidecar_current``, against ``body_hash`` and
+    ``networks``) is replaced. ``after_create`` runs on a new container before it starts.
     """
     container = find_role(client, key, role)
-    if container is not None and (
-        container.labels.get(LABEL_GATE_HASH) != body_hash
-        or container.status == "paused"  # frozen out of band: a new one is the safe restore
-        or not all(_attached(client, container, n) for n in networks)
+    if container is not None and not sidecar_current(
+        label_hash=container.labels.get(LABEL_GATE_HASH, ""),
+        wanted_hash=body_hash,
+        state=container.status,
+        attached=all(_attached(client, container, n) for n in networks),
     ):
         container.remove(force=True)
         container = None
