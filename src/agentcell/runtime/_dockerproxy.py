@@ -6,7 +6,6 @@ and is the only container of the cell that sees the engine's socket.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import json
@@ -109,12 +108,6 @@ class DockerProxyManager:
 
     def find(self, key: CellKey) -> Container | None:
         return find_role(self.client, key, "dockerproxy")
-
-    def remove(self, key: CellKey) -> None:
-        proxy = self.find(key)
-        if proxy is not None:
-            with contextlib.suppress(docker.errors.NotFound):
-                proxy.remove(force=True)
 
     @staticmethod
     def _wait_ready(address: str) -> None:
