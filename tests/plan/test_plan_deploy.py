@@ -319,5 +319,6 @@ def test_a_sidecar_is_kept_only_when_current(
     label: str, state: str, attached: bool, kept: bool
 ) -> None:
     assert (
-        sidecar_current(label_hash=label, wanted_hash="h1", state=state, attached=attached) is kept
+        sidecar_current(label_hash=label, wanted_hash="h1", state=state, attached=lambda: attached)
+        is kept
     )

@@ -447,8 +447,7 @@ def create_app(plane: ControlPlane) -> FastAPI:  # noqa: C901, PLR0915 (one clos
         """Long poll: returns when the cell's status version passes ``after``, or at timeout."""
         key = visible_cell(caller, tenant, name)
         st = plane.wait(key, after, timeout)
-        gone = plane.store.cell(key) is None
-        return CellStatusView.model_validate({**plane.status_view(st), "gone": gone})
+        return CellStatusView.model_validate(plane.status_view(st))
 
     @app.delete("/v1/cells/{tenant}/{name}", responses=errors(404, 502), status_code=202)
     def delete_cell(

@@ -490,10 +490,12 @@ class ControlPlane:
 
     def status_view(self, st: CellStatus) -> dict[str, Any]:
         """A cell status as the API shows it, with the verdict on its deploy (``ready``,
-        ``settled``, ``ready_reason``: see ``plan.readiness``)."""
+        ``settled``, ``ready_reason``: see ``plan.readiness``) and whether the store still
+        has the cell (``gone``)."""
         out = dict(st.__dict__)
         out["attempts"] = [{"time": a.time, "step": a.step} for a in st.attempts]
         want = self.store.cell((st.tenant, st.name))
+        out["gone"] = want is None
         if want is not None:
             verdict = readiness(
                 generation=want.generation,

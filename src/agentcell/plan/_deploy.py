@@ -27,6 +27,7 @@ agents step 5 stopped; the error names the step (its ``StepKind`` value).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -151,8 +152,7 @@ def deploy_steps(want: DesiredCell, have: ObservedCell, mode: DeployMode) -> Dep
     if spec.docker.access == "own":
         steps.append(DeployStep(StepKind.START_DOCKER_PROXY))
 
-    network_id = have.network_id if have.network is not None else None
-    keep = matching_agent(want, agents, network_id, stopped=mode is DeployMode.RESUME)
+    keep = matching_agent(want, agents, have.network_id, stopped=mode is DeployMode.RESUME)
     ready = DeployStep(StepKind.WAIT_READY, seconds=ready_budget(want))
     previous: list[ObservedContainer] = []
     if keep is not None:
@@ -218,15 +218,18 @@ def matching_agent(
     return None
 
 
-def sidecar_current(*, label_hash: str, wanted_hash: str, state: str, attached: bool) -> bool:
+def sidecar_current(
+    *, label_hash: str, wanted_hash: str, state: str, attached: Callable[[], bool]
+) -> bool:
     """Whether a cell's gate or docker proxy is kept as it is when its step runs: made
     from the body wanted now (its hash label), not frozen (``paused`` out of band: a new
     one is the safe restore), and attached to its networks as they are now (a network
-    made again has a new id). Otherwise the step replaces it.
+    made again has a new id; ``attached`` asks the engine, so it is asked last). Otherwise
+    the step replaces it.
 
     The step decides this when it runs, not the plan: the wanted body depends on what
     the steps before it made (the tenant's egress network, shared with other cells)."""
-    return label_hash == wanted_hash and state != "paused" and attached
+    return label_hash == wanted_hash and state != "paused" and attached()
 
 
 def ready_budget(want: DesiredCell) -> float:

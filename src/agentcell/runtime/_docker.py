@@ -74,6 +74,27 @@ class DockerDriver:
         self.dockerproxies = DockerProxyManager(self.client, seccomp, seccomp_file)
         self.secret_mounts = secret_mounts
         """Writes a cell's secret files; called right before every start of its agent."""
+        self._steps: dict[StepKind, Callable[[DeployStep, DeployRun], None]] = {
+            StepKind.REMOVE_RECREATED: self._remove_containers,
+            StepKind.CHECK_IMAGE: self._check_image,
+            StepKind.CREATE_NETWORK: self._network,
+            StepKind.CREATE_WORKSPACE: self._workspace,
+            StepKind.CREATE_EGRESS_NETWORK: self._egress_network,
+            StepKind.START_GATE: self._start_gate,
+            StepKind.LOAD_POLICY: self._load_policy,
+            StepKind.START_DOCKER_PROXY: self._start_docker_proxy,
+            StepKind.WRITE_SECRETS: self._write_secret_files,
+            StepKind.REMOVE_LEFTOVER: self._remove_containers,
+            StepKind.CREATE_AGENT: self._create_agent,
+            StepKind.VERIFY_HARDENING: self._verify_hardening,
+            StepKind.STOP_PREVIOUS: self._stop_previous,
+            StepKind.START_AGENT: self._start_agent,
+            StepKind.WAIT_READY: self._wait_until_ready,
+            StepKind.REMOVE_PREVIOUS: self._remove_containers,
+            StepKind.REMOVE_DOCKER_PROXY: self._remove_containers,
+            StepKind.REMOVE_GATE: self._remove_gate,
+        }
+        """How each kind of deploy step is carried out."""
 
     def _write_secrets(self, key: CellKey) -> str | None:
         return self.secret_mounts.write(key) if self.secret_mounts is not None else None
@@ -266,29 +287,6 @@ class DockerDriver:
     def start_again(self, container_id: str) -> None:
         with contextlib.suppress(docker.errors.DockerException):
             self.client.api.start(container_id)
-
-    @property
-    def _steps(self) -> dict[StepKind, Callable[[DeployStep, DeployRun], None]]:
-        return {
-            StepKind.REMOVE_RECREATED: self._remove_containers,
-            StepKind.CHECK_IMAGE: self._check_image,
-            StepKind.CREATE_NETWORK: self._network,
-            StepKind.CREATE_WORKSPACE: self._workspace,
-            StepKind.CREATE_EGRESS_NETWORK: self._egress_network,
-            StepKind.START_GATE: self._start_gate,
-            StepKind.LOAD_POLICY: self._load_policy,
-            StepKind.START_DOCKER_PROXY: self._start_docker_proxy,
-            StepKind.WRITE_SECRETS: self._write_secret_files,
-            StepKind.REMOVE_LEFTOVER: self._remove_containers,
-            StepKind.CREATE_AGENT: self._create_agent,
-            StepKind.VERIFY_HARDENING: self._verify_hardening,
-            StepKind.STOP_PREVIOUS: self._stop_previous,
-            StepKind.START_AGENT: self._start_agent,
-            StepKind.WAIT_READY: self._wait_until_ready,
-            StepKind.REMOVE_PREVIOUS: self._remove_containers,
-            StepKind.REMOVE_DOCKER_PROXY: self._remove_containers,
-            StepKind.REMOVE_GATE: self._remove_gate,
-        }
 
     def _remove_containers(self, step: DeployStep, run: DeployRun) -> None:
         for cid in step.containers:

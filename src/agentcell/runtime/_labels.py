@@ -54,7 +54,7 @@ def ensure_sidecar(
         label_hash=container.labels.get(LABEL_GATE_HASH, ""),
         wanted_hash=body_hash,
         state=container.status,
-        attached=all(_attached(client, container, n) for n in networks),
+        attached=lambda: all(_attached(client, container, n) for n in networks),
     ):
         container.remove(force=True)
         container = None
